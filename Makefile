@@ -1,0 +1,44 @@
+# The two commands a newcomer runs (see README):
+#   make demo   set everything up and run the main job on the embedded default
+#   make test   set everything up and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install ui db-start db-stop lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=python3.11)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/reconcile demo
+
+ui: $(STAMP)
+	$(BIN)/reconcile ui
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/emulator_throughput.py
+	$(BIN)/python benchmarks/reconcile_throughput.py
+
+db-start: $(STAMP)
+	$(BIN)/reconcile db start
+
+db-stop: $(STAMP)
+	$(BIN)/reconcile db stop
+
+clean:
+	-$(BIN)/reconcile db stop
+	rm -rf $(VENV) .reconcile

@@ -1,0 +1,103 @@
+"""`reconcile`: the operator's command line (embedded database, migrations, status)."""
+
+import argparse
+import logging
+import sys
+
+from sqlalchemy import create_engine, text
+
+from reconcile_pipeline.db import urls as url_tools
+from reconcile_pipeline.db.embedded import EmbeddedPostgres
+from reconcile_pipeline.db.migrate import current_revision, head_revision
+from reconcile_pipeline.instance import prepare_environment
+
+
+def _cmd_db_start(args: argparse.Namespace) -> int:
+    info = EmbeddedPostgres().start()
+    urls = prepare_environment()
+    print(f"Embedded PostgreSQL running (pid {info.pid}), data in {info.pgdata}")
+    print(f"  DATABASE_URL={urls.app}")
+    print(f"  DAGSTER_POSTGRES_URL={urls.dagster}")
+    return 0
+
+
+def _cmd_db_stop(args: argparse.Namespace) -> int:
+    stopped = EmbeddedPostgres().stop()
+    print("Embedded PostgreSQL stopped." if stopped else "Embedded PostgreSQL was not running.")
+    return 0
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    urls = prepare_environment()
+    print(f"Schema of {url_tools.redact(urls.app)} at revision {head_revision()}.")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    urls = prepare_environment(migrate=False)
+    engine = create_engine(urls.app)
+    revision = current_revision(engine)
+    print(f"Database: {url_tools.redact(urls.app)} ({'embedded' if urls.embedded else 'yours'})")
+    print(f"Dagster storage: {url_tools.redact(urls.dagster)}")
+    print(f"Schema revision: {revision or 'none'} (head {head_revision()})")
+    if revision is not None:
+        with engine.connect() as conn:
+            leads = conn.execute(text("SELECT count(*) FROM public.leads")).scalar_one()
+            dirty = conn.execute(
+                text(
+                    "SELECT count(*) FROM reconcile.sync_state "
+                    "WHERE portal_change_counter > pushed_counter"
+                )
+            ).scalar_one()
+            conflicts = conn.execute(
+                text("SELECT count(*) FROM reconcile.conflicts WHERE status = 'open'")
+            ).scalar_one()
+            quarantined = conn.execute(
+                text("SELECT count(*) FROM reconcile.quarantine WHERE released_at IS NULL")
+            ).scalar_one()
+        print(
+            f"Leads: {leads}   dirty: {dirty}   open conflicts: {conflicts}   "
+            f"quarantined: {quarantined}"
+        )
+    engine.dispose()
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from reconcile_pipeline.demo.run import run_demo
+
+    return run_demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reconcile", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    db = commands.add_parser("db", help="the embedded PostgreSQL and the schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser(
+        "start", help="start (or reuse) the embedded server, migrate, print the URLs"
+    ).set_defaults(func=_cmd_db_start)
+    db_commands.add_parser("stop", help="stop the embedded server").set_defaults(func=_cmd_db_stop)
+    db_commands.add_parser("upgrade", help="apply schema migrations (idempotent)").set_defaults(
+        func=_cmd_db_upgrade
+    )
+    commands.add_parser(
+        "demo", help="set up the embedded default and run the demo reconcile"
+    ).set_defaults(func=_cmd_demo)
+    commands.add_parser("status", help="database, schema revision and sync counts").set_defaults(
+        func=_cmd_status
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

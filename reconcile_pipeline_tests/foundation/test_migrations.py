@@ -1,0 +1,112 @@
+"""Versioned schema: migrations install on an empty database and on top of a portal's existing
+`leads` table (keeping its rows and columns), and re-applying them changes nothing."""
+
+from sqlalchemy import create_engine, inspect, text
+
+from reconcile_pipeline.db.migrate import current_revision, head_revision, upgrade
+
+RECONCILE_TABLES = {
+    "tracked_columns",
+    "sync_state",
+    "airtable_snapshots",
+    "conflicts",
+    "change_history",
+    "quarantine",
+    "push_results",
+    "runs",
+    "alembic_version",
+}
+
+
+def _schema_fingerprint(engine) -> dict:
+    """Tables, columns, indexes and triggers: what a second upgrade must leave identical."""
+    with engine.connect() as conn:
+        columns = conn.execute(
+            text(
+                "SELECT table_schema, table_name, column_name, data_type "
+                "FROM information_schema.columns "
+                "WHERE table_schema IN ('public', 'reconcile') ORDER BY 1, 2, 3"
+            )
+        ).all()
+        indexes = conn.execute(
+            text(
+                "SELECT schemaname, indexname, indexdef FROM pg_indexes "
+                "WHERE schemaname IN ('public', 'reconcile') ORDER BY 1, 2"
+            )
+        ).all()
+        triggers = conn.execute(
+            text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1")
+        ).all()
+        tracked = conn.execute(text("SELECT * FROM reconcile.tracked_columns ORDER BY 1, 2")).all()
+    return {"columns": columns, "indexes": indexes, "triggers": triggers, "tracked": tracked}
+
+
+def test_upgrade_on_an_empty_database_creates_leads_and_bookkeeping(empty_database_url):
+    engine = create_engine(empty_database_url)
+    assert current_revision(engine) is None
+
+    assert upgrade(engine) == head_revision()
+
+    inspector = inspect(engine)
+    assert set(inspector.get_table_names(schema="reconcile")) == RECONCILE_TABLES
+    lead_columns = {c["name"] for c in inspector.get_columns("leads", schema="public")}
+    assert {
+        "airtable_record_id",
+        "claimed_by",
+        "claimed_at",
+        "notes",
+        "processing_status",
+        "campaign_id",
+        "portal_priority",
+        "last_viewed_at",
+    } <= lead_columns
+    # The portal's namespace holds only the portal's table: our version table is in `reconcile`.
+    assert inspector.get_table_names(schema="public") == ["leads"]
+    engine.dispose()
+
+
+def test_upgrade_twice_changes_nothing(empty_database_url):
+    engine = create_engine(empty_database_url)
+    upgrade(engine)
+    before = _schema_fingerprint(engine)
+
+    assert upgrade(engine) == head_revision()
+
+    assert _schema_fingerprint(engine) == before
+    engine.dispose()
+
+
+def test_upgrade_installs_on_top_of_an_existing_portal_leads_table(empty_database_url):
+    """A real portal's table has its own extra columns and rows; both survive untouched."""
+    engine = create_engine(empty_database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE public.leads (id bigserial PRIMARY KEY, "
+                "airtable_record_id text UNIQUE, email text, claimed_by text, claimed_at "
+                "timestamptz, notes text, processing_status text, campaign_id text, "
+                "favourite_colour text)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO public.leads (airtable_record_id, email, claimed_by, "
+                "favourite_colour) VALUES ('recAAAAAAAAAAAAAA', 'a@example.com', 'ana', 'teal')"
+            )
+        )
+
+    upgrade(engine)
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT airtable_record_id, email, claimed_by, favourite_colour FROM leads")
+        ).all()
+        trigger = conn.execute(
+            text(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.leads'::regclass "
+                "AND NOT tgisinternal"
+            )
+        ).scalar_one()
+    assert rows == [("recAAAAAAAAAAAAAA", "a@example.com", "ana", "teal")]
+    assert trigger == "reconcile_capture_portal_change"
+    engine.dispose()
