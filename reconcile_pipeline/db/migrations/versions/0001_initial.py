@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS public.leads (
     campaign_id             text,
     campaign_name           text,
     sms_sequence_position   integer,
-    sms_sent_count          integer NOT NULL DEFAULT 0,
+    sms_sent_count          integer,
     sms_last_sent_at        timestamptz,
     lead_source             text,
     form_id                 text,

@@ -1,0 +1,201 @@
+"""The declarative field mapping: one place that says what is synced, how, and who owns it.
+
+Adding a field or a table is a change here, not in the engine. Each field declares its Airtable
+name and type, its PostgreSQL column and type, its owner, whether it is required, and (for
+portal-owned fields) the conflict policy applied when both sides changed it since they agreed.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Owner(StrEnum):
+    AIRTABLE = "airtable"  # pulled only; the portal never writes it
+    PORTAL = "portal"  # written by the portal, pushed; also pulled (Airtable wins conflicts)
+
+
+class ConflictPolicy(StrEnum):
+    AIRTABLE_WINS = "airtable_wins"
+    MERGE_LINES = "merge_lines"  # keep both sides' appended lines (notes)
+
+
+class FieldKind(StrEnum):
+    """How a value is converted; several Airtable types share one kind."""
+
+    TEXT = "text"
+    INTEGER = "integer"
+    FLOAT = "float"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    DATETIME = "datetime"
+    SELECT = "select"
+    JSON = "json"  # multipleSelects, linked records, attachments: stored as jsonb
+
+
+# Airtable types accepted for each kind (read-only computed types are Airtable-owned only).
+AIRTABLE_TYPES: dict[FieldKind, frozenset[str]] = {
+    FieldKind.TEXT: frozenset(
+        {
+            "singleLineText",
+            "multilineText",
+            "richText",
+            "email",
+            "url",
+            "phoneNumber",
+            "formula",
+            "autoNumber",
+        }
+    ),
+    FieldKind.INTEGER: frozenset({"number", "autoNumber", "count", "rating", "formula"}),
+    FieldKind.FLOAT: frozenset({"number", "currency", "percent", "duration", "formula"}),
+    FieldKind.BOOLEAN: frozenset({"checkbox", "formula"}),
+    FieldKind.DATE: frozenset({"date", "formula"}),
+    FieldKind.DATETIME: frozenset({"dateTime", "createdTime", "lastModifiedTime", "formula"}),
+    FieldKind.SELECT: frozenset({"singleSelect"}),
+    FieldKind.JSON: frozenset(
+        {"multipleSelects", "multipleRecordLinks", "multipleAttachments", "multipleLookupValues"}
+    ),
+}
+
+# PostgreSQL column types (information_schema.columns.data_type) accepted for each kind.
+POSTGRES_TYPES: dict[FieldKind, frozenset[str]] = {
+    FieldKind.TEXT: frozenset({"text", "character varying", "character"}),
+    FieldKind.INTEGER: frozenset({"integer", "bigint", "smallint", "numeric"}),
+    FieldKind.FLOAT: frozenset({"double precision", "real", "numeric"}),
+    FieldKind.BOOLEAN: frozenset({"boolean"}),
+    FieldKind.DATE: frozenset({"date"}),
+    FieldKind.DATETIME: frozenset({"timestamp with time zone"}),
+    FieldKind.SELECT: frozenset({"text", "character varying"}),
+    FieldKind.JSON: frozenset({"jsonb", "json"}),
+}
+
+# The SQL type used to read staged JSON rows back into typed values (jsonb_to_recordset).
+STAGING_SQL_TYPES: dict[FieldKind, str] = {
+    FieldKind.TEXT: "text",
+    FieldKind.INTEGER: "bigint",
+    FieldKind.FLOAT: "double precision",
+    FieldKind.BOOLEAN: "boolean",
+    FieldKind.DATE: "date",
+    FieldKind.DATETIME: "timestamptz",
+    FieldKind.SELECT: "text",
+    FieldKind.JSON: "jsonb",
+}
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One synced field."""
+
+    airtable_name: str
+    column: str
+    kind: FieldKind
+    owner: Owner = Owner.AIRTABLE
+    required: bool = False
+    policy: ConflictPolicy = ConflictPolicy.AIRTABLE_WINS
+    max_length: int | None = None  # for text: longer values are quarantined, never truncated
+    choices: frozenset[str] | None = None  # for selects: other options are quarantined
+
+    @property
+    def portal_owned(self) -> bool:
+        return self.owner is Owner.PORTAL
+
+
+@dataclass(frozen=True)
+class TableMapping:
+    """A synced table: the Airtable table, the PostgreSQL table and key, and the fields."""
+
+    name: str  # the table key used in the reconciler's bookkeeping
+    airtable_table: str
+    postgres_table: str
+    fields: tuple[FieldSpec, ...]
+    postgres_schema: str = "public"
+    key_column: str = "airtable_record_id"
+    # An Airtable lastModifiedTime field, when the table has one: recorded per record so that an
+    # older snapshot never overwrites a newer one (same clock, so comparing is sound).
+    modified_time_field: str | None = None
+    ignored_airtable_fields: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        columns = [f.column for f in self.fields]
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"Mapping {self.name}: a PostgreSQL column is mapped twice")
+        names = [f.airtable_name for f in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Mapping {self.name}: an Airtable field is mapped twice")
+
+    @property
+    def portal_fields(self) -> tuple[FieldSpec, ...]:
+        return tuple(f for f in self.fields if f.portal_owned)
+
+    @property
+    def airtable_field_names(self) -> list[str]:
+        names = [f.airtable_name for f in self.fields]
+        if self.modified_time_field and self.modified_time_field not in names:
+            names.append(self.modified_time_field)
+        return names
+
+    def by_column(self) -> Mapping[str, FieldSpec]:
+        return {f.column: f for f in self.fields}
+
+
+def _text(name: str, column: str, **kwargs) -> FieldSpec:
+    kwargs.setdefault("max_length", 255)
+    return FieldSpec(name, column, FieldKind.TEXT, **kwargs)
+
+
+STATUS_CHOICES = frozenset({"New", "Contacted", "Engaged", "Qualified", "Unqualified", "Customer"})
+PROCESSING_CHOICES = frozenset({"Queued", "Active", "Paused", "Completed", "Removed"})
+LEAD_SOURCE_CHOICES = frozenset(
+    {"Website Form", "Referral", "Cold Outreach", "Event", "Partner", "Ads"}
+)
+
+LEADS_MAPPING = TableMapping(
+    name="leads",
+    airtable_table="Leads",
+    postgres_table="leads",
+    modified_time_field="Last Modified",
+    fields=(
+        _text("Email", "email", required=True, max_length=254),
+        _text("First Name", "first_name"),
+        _text("Last Name", "last_name"),
+        _text("Phone", "phone", max_length=40),
+        _text("Company", "company"),
+        _text("Title", "title"),
+        FieldSpec("ICP Score", "icp_score", FieldKind.INTEGER),
+        FieldSpec("Status", "status", FieldKind.SELECT, choices=STATUS_CHOICES),
+        FieldSpec(
+            "Processing Status",
+            "processing_status",
+            FieldKind.SELECT,
+            owner=Owner.PORTAL,
+            choices=PROCESSING_CHOICES,
+        ),
+        _text("Campaign ID", "campaign_id", owner=Owner.PORTAL, max_length=64),
+        _text("Campaign Name", "campaign_name"),
+        FieldSpec("SMS Sequence Position", "sms_sequence_position", FieldKind.INTEGER),
+        FieldSpec("SMS Sent Count", "sms_sent_count", FieldKind.INTEGER),
+        FieldSpec("SMS Last Sent At", "sms_last_sent_at", FieldKind.DATETIME),
+        FieldSpec("Lead Source", "lead_source", FieldKind.SELECT, choices=LEAD_SOURCE_CHOICES),
+        _text("Form ID", "form_id", max_length=64),
+        FieldSpec("Booked", "booked", FieldKind.BOOLEAN),
+        FieldSpec("Booked At", "booked_at", FieldKind.DATETIME),
+        FieldSpec("SMS Stop", "sms_stop", FieldKind.BOOLEAN),
+        _text("Claimed By", "claimed_by", owner=Owner.PORTAL),
+        FieldSpec("Claimed At", "claimed_at", FieldKind.DATETIME, owner=Owner.PORTAL),
+        FieldSpec(
+            "Notes",
+            "notes",
+            FieldKind.TEXT,
+            owner=Owner.PORTAL,
+            policy=ConflictPolicy.MERGE_LINES,
+            max_length=100_000,
+        ),
+        FieldSpec("Is Active", "is_active", FieldKind.BOOLEAN),
+        _text("Client ID", "client_id", max_length=64),
+        FieldSpec("Tags", "tags", FieldKind.JSON),
+        FieldSpec("Attachments", "attachments", FieldKind.JSON),
+    ),
+    # Computed fields we deliberately do not store (the coverage report lists them as unmapped).
+    ignored_airtable_fields=frozenset({"Full Name", "Lead Number", "Created"}),
+)

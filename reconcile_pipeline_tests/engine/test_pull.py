@@ -1,0 +1,192 @@
+"""Stage 1 against real PostgreSQL: set-based inserts and updates, the three-way merge of
+portal-owned fields, conflicts with both values kept, quarantine of bad input, local columns
+never touched, and re-runs that change nothing."""
+
+import pytest
+from sqlalchemy import text
+
+from reconcile_pipeline.engine.context import RunContext
+from reconcile_pipeline.engine.mapping import LEADS_MAPPING
+from reconcile_pipeline.engine.pull import apply_records
+from reconcile_pipeline.engine.repository import Repository
+from reconcile_pipeline_tests.engine.builders import airtable_record, record_id
+
+RUN = RunContext(run_id="test-run")
+
+
+@pytest.fixture
+def repo(engine) -> Repository:
+    repo = Repository(engine, LEADS_MAPPING)
+    repo.register_tracked_columns()
+    return repo
+
+
+def lead(engine, rid: str) -> dict:
+    with engine.connect() as conn:
+        return dict(
+            conn.execute(text("SELECT * FROM leads WHERE airtable_record_id = :r"), {"r": rid})
+            .mappings()
+            .one()
+        )
+
+
+def portal_write(engine, rid: str, **values) -> None:
+    """An ordinary (untagged) portal write, as the portal's API would do it."""
+    assignments = ", ".join(f"{column} = :{column}" for column in values)
+    with engine.begin() as conn:
+        conn.execute(
+            text(f"UPDATE leads SET {assignments} WHERE airtable_record_id = :rid"),
+            {"rid": rid, **values},
+        )
+
+
+def table_count(engine, table: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
+def test_new_records_are_inserted_and_a_rerun_changes_nothing(engine, repo):
+    records = [airtable_record(record_id(i), Email=f"l{i}@example.com") for i in range(1, 6)]
+
+    first = apply_records(repo, records, RUN)
+    history_after_first = table_count(engine, "reconcile.change_history")
+    second = apply_records(repo, records, RUN)
+
+    assert (first.inserted, first.updated) == (5, 0)
+    assert (second.inserted, second.updated, second.unchanged) == (0, 0, 5)
+    assert table_count(engine, "leads") == 5
+    assert table_count(engine, "reconcile.change_history") == history_after_first
+    assert repo.count_dirty() == 0  # the reconciler's own inserts are never portal changes
+
+
+def test_airtable_edit_is_pulled_and_audited(engine, repo):
+    rid = record_id(100)
+    apply_records(repo, [airtable_record(rid)], RUN)
+
+    result = apply_records(repo, [airtable_record(rid, Status="Engaged", SMS_Sent_Count=3)], RUN)
+
+    assert result.updated == 1
+    row = lead(engine, rid)
+    assert (row["status"], row["sms_sent_count"]) == ("Engaged", 3)
+    with engine.connect() as conn:
+        audit = conn.execute(
+            text("SELECT field, old_value, new_value, direction, run_id FROM "
+                 "reconcile.change_history WHERE airtable_record_id = :r AND field <> '*' "
+                 "ORDER BY field"), {"r": rid}
+        ).all()
+    assert audit == [
+        ("sms_sent_count", 0, 3, "airtable_to_postgres", "test-run"),
+        ("status", "New", "Engaged", "airtable_to_postgres", "test-run"),
+    ]
+    assert repo.count_dirty() == 0
+
+
+def test_portal_only_change_is_kept_and_stays_dirty(engine, repo):
+    rid = record_id(101)
+    apply_records(repo, [airtable_record(rid)], RUN)
+    portal_write(engine, rid, claimed_by="ana")
+
+    result = apply_records(repo, [airtable_record(rid, Status="Contacted")], RUN)
+
+    assert result.conflicts == 0
+    row = lead(engine, rid)
+    assert (row["claimed_by"], row["status"]) == ("ana", "Contacted")
+    assert repo.count_dirty() == 1
+
+
+def test_both_sides_changed_airtable_wins_and_the_portal_value_is_kept_in_the_conflict(
+    engine, repo
+):
+    rid = record_id(102)
+    apply_records(repo, [airtable_record(rid, Claimed_By="base")], RUN)
+    portal_write(engine, rid, claimed_by="portal-ana")
+
+    result = apply_records(repo, [airtable_record(rid, Claimed_By="airtable-bo")], RUN)
+
+    assert result.conflicts == 1
+    assert lead(engine, rid)["claimed_by"] == "airtable-bo"
+    with engine.connect() as conn:
+        conflict = conn.execute(
+            text("SELECT field, base_value, airtable_value, portal_value, decision, status "
+                 "FROM reconcile.conflicts")
+        ).one()
+    assert tuple(conflict) == (
+        "claimed_by", "base", "airtable-bo", "portal-ana", "airtable_wins", "open"
+    )
+
+
+def test_notes_from_both_sides_are_merged_and_the_merge_is_queued_for_push(engine, repo):
+    rid = record_id(103)
+    apply_records(repo, [airtable_record(rid, Notes="first call")], RUN)
+    portal_write(engine, rid, notes="first call\nportal: sent deck")
+
+    apply_records(repo, [airtable_record(rid, Notes="first call\nsms: replied YES")], RUN)
+
+    assert lead(engine, rid)["notes"] == "first call\nsms: replied YES\nportal: sent deck"
+    assert repo.count_dirty() == 1
+
+
+def test_partial_record_never_touches_local_or_unmapped_columns(engine, repo):
+    rid = record_id(104)
+    apply_records(repo, [airtable_record(rid)], RUN)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE leads SET portal_priority = 5, last_viewed_at = now() "
+                          "WHERE airtable_record_id = :r"), {"r": rid})
+    before = lead(engine, rid)
+
+    apply_records(repo, [{"id": rid, "createdTime": "2026-01-01T00:00:00.000Z",
+                          "fields": {"Email": "lead@example.com", "Status": "Engaged"}}], RUN)
+
+    after = lead(engine, rid)
+    assert after["portal_priority"] == 5
+    assert after["last_viewed_at"] == before["last_viewed_at"]
+    assert after["status"] == "Engaged"
+
+
+def test_invalid_record_is_quarantined_the_rest_proceed_and_it_leaves_when_valid(engine, repo):
+    good, bad = record_id(105), record_id(106)
+    result = apply_records(
+        repo, [airtable_record(good), airtable_record(bad, ICP_Score="very high")], RUN
+    )
+
+    assert (result.inserted, result.quarantined) == (1, 1)
+    with engine.connect() as conn:
+        held = conn.execute(
+            text("SELECT airtable_record_id, reason, raw_payload->'fields'->>'ICP Score' "
+                 "FROM reconcile.quarantine WHERE released_at IS NULL")
+        ).one()
+    assert held[0] == bad and "ICP Score" in held[1] and held[2] == "very high"
+
+    later = apply_records(repo, [airtable_record(bad, ICP_Score=80)], RUN)
+
+    assert (later.inserted, later.released) == (1, 1)
+    assert table_count(engine, "reconcile.quarantine WHERE released_at IS NULL") == 0
+
+
+def test_dry_run_reports_the_plan_and_writes_nothing(engine, repo):
+    rid = record_id(107)
+    apply_records(repo, [airtable_record(rid)], RUN)
+    history = table_count(engine, "reconcile.change_history")
+
+    plan = apply_records(repo, [airtable_record(rid, Status="Qualified")],
+                         RunContext(run_id="dry", dry_run=True))
+
+    assert plan.updated == 1
+    assert [(c["field"], c["new"]) for c in plan.changes] == [("status", "Qualified")]
+    assert lead(engine, rid)["status"] == "New"
+    assert table_count(engine, "reconcile.change_history") == history
+
+
+def test_an_older_snapshot_never_overwrites_a_newer_one(engine, repo):
+    import datetime as dt
+
+    rid = record_id(108)
+    newer = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
+    apply_records(repo, [airtable_record(rid, Status="Qualified", modified=newer)], RUN)
+
+    result = apply_records(
+        repo, [airtable_record(rid, Status="New", modified=newer - dt.timedelta(minutes=5))], RUN
+    )
+
+    assert result.stale_skipped == 1
+    assert lead(engine, rid)["status"] == "Qualified"
