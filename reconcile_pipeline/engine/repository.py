@@ -247,9 +247,12 @@ class Repository:
         columns = ", ".join([self._key] + [_quote(c) for c in self._columns])
         result = conn.execute(
             text(
+                # NOT EXISTS rather than ON CONFLICT: a portal table need not have a unique
+                # constraint on the key (the duplicate check reports it if so).
                 f"INSERT INTO {self._table} ({columns}) SELECT {columns} "
                 f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s({self._record_def}) "
-                f"ON CONFLICT ({self._key}) DO NOTHING"
+                f"WHERE NOT EXISTS (SELECT 1 FROM {self._table} AS l "
+                f"WHERE l.{self._key} = s.{self._key})"
             ),
             {"rows": _json(rows)},
         )
@@ -358,6 +361,24 @@ class Repository:
                 {"t": self.mapping.name},
             ).scalars()
         )
+
+    def snapshot_records(self, conn: Connection, run_id: str) -> list[dict]:
+        """The raw records a run pulled, in API shape, in the order they were stored."""
+        rows = conn.execute(
+            text(
+                "SELECT airtable_record_id, fields, created_time FROM reconcile.airtable_snapshots "
+                "WHERE table_key = :t AND run_id = :run ORDER BY id"
+            ),
+            {"t": self.mapping.name, "run": run_id},
+        ).all()
+        return [
+            {
+                "id": rid,
+                "fields": fields,
+                "createdTime": created.isoformat().replace("+00:00", "Z") if created else None,
+            }
+            for rid, fields, created in rows
+        ]
 
     # -- audit ----------------------------------------------------------------------------
 

@@ -29,11 +29,27 @@ LINES = ConflictPolicy.MERGE_LINES
         # Never compared but equal: agreed.
         (MISSING, "bo", "bo", WINS, Action.NOTHING, "bo", "bo", MISSING),
         # merge_lines: both appended a line: both kept, the merged text goes to Airtable too.
-        ("a", "a\nfrom airtable", "a\nfrom portal", LINES, Action.CONFLICT,
-         "a\nfrom airtable\nfrom portal", "a\nfrom airtable", "a\nfrom airtable\nfrom portal"),
+        (
+            "a",
+            "a\nfrom airtable",
+            "a\nfrom portal",
+            LINES,
+            Action.CONFLICT,
+            "a\nfrom airtable\nfrom portal",
+            "a\nfrom airtable",
+            "a\nfrom airtable\nfrom portal",
+        ),
         # merge_lines with only one side changed behaves like any field.
-        ("a", "a", "a\nfrom portal", LINES, Action.PUSH_PORTAL, "a\nfrom portal", "a",
-         "a\nfrom portal"),
+        (
+            "a",
+            "a",
+            "a\nfrom portal",
+            LINES,
+            Action.PUSH_PORTAL,
+            "a\nfrom portal",
+            "a",
+            "a\nfrom portal",
+        ),
     ],
 )
 def test_merge_decision_table(base, airtable, portal, policy, action, postgres, new_base, push):

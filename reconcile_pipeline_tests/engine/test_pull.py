@@ -70,9 +70,12 @@ def test_airtable_edit_is_pulled_and_audited(engine, repo):
     assert (row["status"], row["sms_sent_count"]) == ("Engaged", 3)
     with engine.connect() as conn:
         audit = conn.execute(
-            text("SELECT field, old_value, new_value, direction, run_id FROM "
-                 "reconcile.change_history WHERE airtable_record_id = :r AND field <> '*' "
-                 "ORDER BY field"), {"r": rid}
+            text(
+                "SELECT field, old_value, new_value, direction, run_id FROM "
+                "reconcile.change_history WHERE airtable_record_id = :r AND field <> '*' "
+                "ORDER BY field"
+            ),
+            {"r": rid},
         ).all()
     assert audit == [
         ("sms_sent_count", 0, 3, "airtable_to_postgres", "test-run"),
@@ -107,11 +110,18 @@ def test_both_sides_changed_airtable_wins_and_the_portal_value_is_kept_in_the_co
     assert lead(engine, rid)["claimed_by"] == "airtable-bo"
     with engine.connect() as conn:
         conflict = conn.execute(
-            text("SELECT field, base_value, airtable_value, portal_value, decision, status "
-                 "FROM reconcile.conflicts")
+            text(
+                "SELECT field, base_value, airtable_value, portal_value, decision, status "
+                "FROM reconcile.conflicts"
+            )
         ).one()
     assert tuple(conflict) == (
-        "claimed_by", "base", "airtable-bo", "portal-ana", "airtable_wins", "open"
+        "claimed_by",
+        "base",
+        "airtable-bo",
+        "portal-ana",
+        "airtable_wins",
+        "open",
     )
 
 
@@ -130,12 +140,26 @@ def test_partial_record_never_touches_local_or_unmapped_columns(engine, repo):
     rid = record_id(104)
     apply_records(repo, [airtable_record(rid)], RUN)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE leads SET portal_priority = 5, last_viewed_at = now() "
-                          "WHERE airtable_record_id = :r"), {"r": rid})
+        conn.execute(
+            text(
+                "UPDATE leads SET portal_priority = 5, last_viewed_at = now() "
+                "WHERE airtable_record_id = :r"
+            ),
+            {"r": rid},
+        )
     before = lead(engine, rid)
 
-    apply_records(repo, [{"id": rid, "createdTime": "2026-01-01T00:00:00.000Z",
-                          "fields": {"Email": "lead@example.com", "Status": "Engaged"}}], RUN)
+    apply_records(
+        repo,
+        [
+            {
+                "id": rid,
+                "createdTime": "2026-01-01T00:00:00.000Z",
+                "fields": {"Email": "lead@example.com", "Status": "Engaged"},
+            }
+        ],
+        RUN,
+    )
 
     after = lead(engine, rid)
     assert after["portal_priority"] == 5
@@ -152,8 +176,10 @@ def test_invalid_record_is_quarantined_the_rest_proceed_and_it_leaves_when_valid
     assert (result.inserted, result.quarantined) == (1, 1)
     with engine.connect() as conn:
         held = conn.execute(
-            text("SELECT airtable_record_id, reason, raw_payload->'fields'->>'ICP Score' "
-                 "FROM reconcile.quarantine WHERE released_at IS NULL")
+            text(
+                "SELECT airtable_record_id, reason, raw_payload->'fields'->>'ICP Score' "
+                "FROM reconcile.quarantine WHERE released_at IS NULL"
+            )
         ).one()
     assert held[0] == bad and "ICP Score" in held[1] and held[2] == "very high"
 
@@ -168,8 +194,9 @@ def test_dry_run_reports_the_plan_and_writes_nothing(engine, repo):
     apply_records(repo, [airtable_record(rid)], RUN)
     history = table_count(engine, "reconcile.change_history")
 
-    plan = apply_records(repo, [airtable_record(rid, Status="Qualified")],
-                         RunContext(run_id="dry", dry_run=True))
+    plan = apply_records(
+        repo, [airtable_record(rid, Status="Qualified")], RunContext(run_id="dry", dry_run=True)
+    )
 
     assert plan.updated == 1
     assert [(c["field"], c["new"]) for c in plan.changes] == [("status", "Qualified")]

@@ -1,0 +1,299 @@
+"""Invariants the asset checks evaluate: loops, duplicates, errors, quarantine, drift, freshness.
+
+Each function returns a `Finding`: whether the invariant holds, the numbers, and a few offending
+record ids for a person to act on.
+"""
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+
+from reconcile_pipeline.engine.convert import record_values
+from reconcile_pipeline.engine.pull import dedupe
+from reconcile_pipeline.engine.repository import Repository, _quote
+
+EXAMPLES = 10
+
+
+@dataclass(frozen=True)
+class Finding:
+    passed: bool
+    count: int
+    summary: str
+    examples: list[dict] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def _rows(repo: Repository, sql: str, params: dict) -> list[dict]:
+    with repo.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(text(sql), params).mappings().all()]
+
+
+def echoes_marked_dirty(repo: Repository, run_id: str) -> Finding:
+    """Leads this run's merge made dirty with nothing to push: the reconciler's own write was
+    taken for a portal edit (the loop the origin tag exists to prevent)."""
+    candidates = _rows(
+        repo,
+        "SELECT s.airtable_record_id AS record_id FROM reconcile.sync_state s "
+        "JOIN reconcile.runs r ON r.table_key = s.table_key AND r.run_id = :run "
+        "AND r.stage = 'pull' "
+        "WHERE s.table_key = :t AND s.portal_change_counter > s.pushed_counter "
+        "AND s.portal_changed_at BETWEEN r.started_at AND r.finished_at "
+        "AND s.airtable_record_id IN (SELECT airtable_record_id FROM reconcile.airtable_snapshots "
+        "WHERE run_id = :run)",
+        {"t": repo.mapping.name, "run": run_id},
+    )
+    ids = [row["record_id"] for row in candidates]
+    echoes = []
+    if ids:
+        with repo.engine.connect() as conn:
+            leads = repo.lock_leads(conn, ids)
+            states = repo.lock_states(conn, ids)
+            conn.rollback()
+        for rid in ids:
+            base = states[rid].base_values
+            portal = {f.column: leads[rid][f.column] for f in repo.mapping.portal_fields}
+            if all(base.get(column) == value for column, value in portal.items()):
+                echoes.append(
+                    {
+                        "record_id": rid,
+                        "counter": states[rid].portal_change_counter,
+                        "pushed": states[rid].pushed_counter,
+                    }
+                )
+    return Finding(
+        passed=not echoes,
+        count=len(echoes),
+        summary="no pulled echo marked a lead dirty"
+        if not echoes
+        else f"{len(echoes)} leads were marked dirty by the reconciler's own writes (loop)",
+        examples=echoes[:EXAMPLES],
+    )
+
+
+def repeated_pushes(repo: Repository, run_id: str) -> Finding:
+    """Leads this run sent to Airtable for a change counter already sent before: a push that
+    was not caused by a new portal edit."""
+    rows = _rows(
+        repo,
+        "SELECT p.airtable_record_id AS record_id, p.counter_sent AS counter, "
+        "count(*) AS times FROM reconcile.push_results p "
+        "WHERE p.table_key = :t AND p.run_id = :run AND p.outcome IN ('updated', 'conflict') "
+        "AND p.fields_sent IS NOT NULL AND EXISTS (SELECT 1 FROM reconcile.push_results q "
+        "WHERE q.table_key = p.table_key AND q.airtable_record_id = p.airtable_record_id "
+        "AND q.counter_sent = p.counter_sent AND q.fields_sent IS NOT NULL "
+        "AND q.outcome IN ('updated', 'conflict') AND q.id < p.id) "
+        "GROUP BY 1, 2 LIMIT 100",
+        {"t": repo.mapping.name, "run": run_id},
+    )
+    return Finding(
+        passed=not rows,
+        count=len(rows),
+        summary="every lead pushed carried a new portal change"
+        if not rows
+        else f"{len(rows)} leads were pushed again without a new portal change (loop)",
+        examples=rows[:EXAMPLES],
+    )
+
+
+def duplicate_leads(repo: Repository) -> Finding:
+    """More than one PostgreSQL lead for an Airtable record."""
+    key = _quote(repo.mapping.key_column)
+    table = f"{_quote(repo.mapping.postgres_schema)}.{_quote(repo.mapping.postgres_table)}"
+    rows = _rows(
+        repo,
+        f"SELECT {key} AS record_id, count(*) AS leads FROM {table} WHERE {key} IS NOT NULL "
+        "GROUP BY 1 HAVING count(*) > 1 ORDER BY 2 DESC LIMIT 100",
+        {},
+    )
+    return Finding(
+        passed=not rows,
+        count=len(rows),
+        summary="one lead per Airtable record"
+        if not rows
+        else f"{len(rows)} Airtable records have several leads",
+        examples=rows[:EXAMPLES],
+    )
+
+
+def records_repeated_in_pull(repo: Repository, run_id: str) -> Finding:
+    rows = _rows(
+        repo,
+        "SELECT airtable_record_id AS record_id, count(*) AS times "
+        "FROM reconcile.airtable_snapshots WHERE table_key = :t AND run_id = :run "
+        "GROUP BY 1 HAVING count(*) > 1 LIMIT 100",
+        {"t": repo.mapping.name, "run": run_id},
+    )
+    return Finding(
+        passed=not rows,
+        count=len(rows),
+        summary="no record came twice in the pull"
+        if not rows
+        else f"{len(rows)} records came more than once in one pull (deduplicated)",
+        examples=rows[:EXAMPLES],
+    )
+
+
+def duplicate_contacts(repo: Repository) -> Finding:
+    """Live leads sharing an e-mail or a phone (reported, not repaired: people decide)."""
+    table = f"{_quote(repo.mapping.postgres_schema)}.{_quote(repo.mapping.postgres_table)}"
+    key = _quote(repo.mapping.key_column)
+    rows = _rows(
+        repo,
+        "SELECT kind, value, ids, cardinality(ids) AS leads FROM ("
+        f"SELECT 'email' AS kind, lower(l.email) AS value, array_agg(l.{key} ORDER BY l.{key}) "
+        f"AS ids FROM {table} l LEFT JOIN reconcile.sync_state s ON s.table_key = :t "
+        f"AND s.airtable_record_id = l.{key} WHERE l.email IS NOT NULL AND s.deleted_at IS NULL "
+        "GROUP BY 2 HAVING count(*) > 1 UNION ALL "
+        f"SELECT 'phone', regexp_replace(l.phone, '[^0-9+]', '', 'g'), "
+        f"array_agg(l.{key} ORDER BY l.{key}) FROM {table} l LEFT JOIN reconcile.sync_state s "
+        f"ON s.table_key = :t AND s.airtable_record_id = l.{key} "
+        "WHERE l.phone IS NOT NULL AND s.deleted_at IS NULL GROUP BY 2 HAVING count(*) > 1"
+        ") d ORDER BY leads DESC LIMIT 100",
+        {"t": repo.mapping.name},
+    )
+    for row in rows:
+        row["ids"] = ", ".join(row["ids"][:5])
+    return Finding(
+        passed=not rows,
+        count=len(rows),
+        summary="no live leads share an e-mail or phone"
+        if not rows
+        else f"{len(rows)} e-mails/phones are shared by several live leads",
+        examples=rows[:EXAMPLES],
+    )
+
+
+def push_error_rate(repo: Repository, run_id: str, threshold: float) -> Finding:
+    rows = _rows(
+        repo,
+        "SELECT outcome, count(*) AS n FROM reconcile.push_results WHERE table_key = :t "
+        "AND run_id = :run GROUP BY 1",
+        {"t": repo.mapping.name, "run": run_id},
+    )
+    counts = {r["outcome"]: r["n"] for r in rows}
+    attempted = sum(counts.values())
+    failed = counts.get("failed", 0) + counts.get("quarantined", 0)
+    rate = failed / attempted if attempted else 0.0
+    examples = _rows(
+        repo,
+        "SELECT airtable_record_id AS record_id, outcome, left(error, 120) AS error "
+        "FROM reconcile.push_results WHERE table_key = :t AND run_id = :run "
+        "AND outcome IN ('failed', 'quarantined') LIMIT :n",
+        {"t": repo.mapping.name, "run": run_id, "n": EXAMPLES},
+    )
+    return Finding(
+        passed=rate <= threshold,
+        count=failed,
+        summary=f"{failed}/{attempted} pushes failed ({rate:.0%}, threshold {threshold:.0%})",
+        examples=examples,
+        figures={"error_rate": rate, "attempted": attempted},
+    )
+
+
+def quarantine_growth(repo: Repository, run_id: str) -> Finding:
+    rows = _rows(
+        repo,
+        "SELECT airtable_record_id AS record_id, direction, left(reason, 160) AS reason "
+        "FROM reconcile.quarantine WHERE table_key = :t AND released_at IS NULL "
+        "AND run_id = :run ORDER BY last_seen_at DESC LIMIT 100",
+        {"t": repo.mapping.name, "run": run_id},
+    )
+    total = _rows(
+        repo,
+        "SELECT count(*) AS n FROM reconcile.quarantine WHERE table_key = :t "
+        "AND released_at IS NULL",
+        {"t": repo.mapping.name},
+    )[0]["n"]
+    return Finding(
+        passed=not rows,
+        count=len(rows),
+        summary="no record quarantined by this run"
+        if not rows
+        else f"{len(rows)} records quarantined by this run ({total} held in all)",
+        examples=rows[:EXAMPLES],
+        figures={"held_in_total": total},
+    )
+
+
+def window_drift(repo: Repository, run_id: str) -> Finding:
+    """After the run: fields of the window's records where PostgreSQL still differs from what
+    Airtable said, excluding portal edits still waiting to be pushed."""
+    with repo.engine.connect() as conn:
+        records = repo.snapshot_records(conn, run_id)
+    unique, _ = dedupe(repo, records)
+    airtable = {}
+    for record in unique:
+        values, problems = record_values(repo.mapping, record["fields"])
+        if not problems:
+            airtable[record["id"]] = values
+    with repo.engine.connect() as conn:
+        leads = repo.lock_leads(conn, list(airtable)) if airtable else {}
+        states = repo.lock_states(conn, list(airtable)) if airtable else {}
+        conn.rollback()
+    drifted: dict[str, int] = {}
+    examples = []
+    for rid, values in airtable.items():
+        lead = leads.get(rid)
+        state = states.get(rid)
+        if lead is None:
+            drifted["(missing lead)"] = drifted.get("(missing lead)", 0) + 1
+            continue
+        pending = state is not None and state.dirty
+        fields = [
+            c
+            for c, v in values.items()
+            if lead[c] != v and not (pending and repo.mapping.by_column()[c].portal_owned)
+        ]
+        if state is not None and state.airtable_modified_at and fields:
+            continue  # a newer Airtable version was applied after this snapshot
+        for c in fields:
+            drifted[c] = drifted.get(c, 0) + 1
+        if fields and len(examples) < EXAMPLES:
+            examples.append({"record_id": rid, "fields": ", ".join(fields)})
+    total = sum(drifted.values())
+    return Finding(
+        passed=total == 0,
+        count=total,
+        summary="the window's records agree on every mapped field"
+        if not total
+        else f"{total} field values differ between the sides",
+        examples=examples,
+        figures={"drift_by_field": drifted, "records": len(airtable)},
+    )
+
+
+def freshness(repo: Repository, max_age: dt.timedelta) -> Finding:
+    """The last successful push is recent and no portal edit waits longer than `max_age`."""
+    rows = _rows(
+        repo,
+        "SELECT (SELECT max(finished_at) FROM reconcile.runs WHERE table_key = :t "
+        "AND stage = 'push' AND NOT dry_run) AS last_push, "
+        "(SELECT min(portal_changed_at) FROM reconcile.sync_state WHERE table_key = :t "
+        "AND portal_change_counter > pushed_counter AND deleted_at IS NULL) AS oldest_dirty, "
+        "now() AS now",
+        {"t": repo.mapping.name},
+    )[0]
+    now = rows["now"]
+    push_age = (now - rows["last_push"]) if rows["last_push"] else None
+    wait = (now - rows["oldest_dirty"]) if rows["oldest_dirty"] else dt.timedelta(0)
+    passed = push_age is not None and push_age <= max_age and wait <= max_age
+    return Finding(
+        passed=passed,
+        count=0,
+        summary=(
+            f"last push {push_age.total_seconds() / 60:.1f} min ago"
+            if push_age is not None
+            else "no successful push recorded yet"
+        )
+        + f"; oldest unpushed portal edit waits {wait.total_seconds() / 60:.1f} min "
+        f"(limit {max_age.total_seconds() / 60:.0f} min)",
+        figures={
+            "minutes_since_last_push": round(push_age.total_seconds() / 60, 2)
+            if push_age is not None
+            else None,
+            "oldest_dirty_minutes": round(wait.total_seconds() / 60, 2),
+        },
+    )

@@ -1,0 +1,237 @@
+"""End to end through real PostgreSQL and the real pyairtable client over HTTP to the emulator:
+portal edits reach Airtable, Airtable edits reach the portal, conflicts keep both values, and
+nothing loops: a second run after the echo writes nothing on either side."""
+
+import pytest
+from sqlalchemy import text
+
+from reconcile_pipeline_tests.engine.conftest import BASE, TABLE
+
+LEAD = {
+    "Email": "grace@example.com",
+    "First Name": "Grace",
+    "Status": "New",
+    "Processing Status": "Active",
+    "Campaign ID": "cmp-7",
+    "Notes": "imported",
+}
+
+
+def seed(emulator, **overrides) -> str:
+    fields = {**LEAD, **overrides}
+    return emulator.seed_records(BASE, TABLE, [fields])[0]
+
+
+def airtable_fields(emulator, record_id: str) -> dict:
+    return next(r for r in emulator.all_records(BASE, TABLE) if r["id"] == record_id)["fields"]
+
+
+def portal_write(engine, record_id: str, **values) -> None:
+    assignments = ", ".join(f"{column} = :{column}" for column in values)
+    with engine.begin() as conn:
+        conn.execute(
+            text(f"UPDATE leads SET {assignments} WHERE airtable_record_id = :rid"),
+            {"rid": record_id, **values},
+        )
+
+
+def lead_value(engine, record_id: str, column: str):
+    with engine.connect() as conn:
+        return conn.execute(
+            text(f"SELECT {column} FROM leads WHERE airtable_record_id = :r"), {"r": record_id}
+        ).scalar_one()
+
+
+def writes(emulator) -> int:
+    counts = emulator.request_log()["counts"]
+    return sum(
+        n
+        for key, n in counts.items()
+        if key.split()[0] in {"PATCH", "PUT", "DELETE"}
+        or (key.startswith("POST") and not key.endswith("listRecords"))
+    )
+
+
+def history_rows(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM reconcile.change_history")).scalar_one()
+
+
+def test_claim_and_unclaim_are_pushed(emulator, engine, reconcile):
+    rid = seed(emulator)
+    reconcile()
+    portal_write(engine, rid, claimed_by="ana", claimed_at="2026-11-21T10:00:00Z")
+
+    _, push = reconcile()
+
+    assert push.updated == 1
+    fields = airtable_fields(emulator, rid)
+    assert fields["Claimed By"] == "ana"
+    assert fields["Claimed At"].startswith("2026-11-21T10:00:00")
+
+    portal_write(engine, rid, claimed_by=None, claimed_at=None)
+    reconcile()
+
+    fields = airtable_fields(emulator, rid)
+    assert "Claimed By" not in fields and "Claimed At" not in fields  # pushed as empty
+
+
+def test_remove_from_campaign_is_pushed(emulator, engine, reconcile):
+    rid = seed(emulator)
+    reconcile()
+    portal_write(engine, rid, processing_status="Removed", campaign_id=None)
+
+    reconcile()
+
+    fields = airtable_fields(emulator, rid)
+    assert fields["Processing Status"] == "Removed"
+    assert "Campaign ID" not in fields
+
+
+def test_airtable_edit_is_pulled(emulator, engine, reconcile):
+    rid = seed(emulator)
+    reconcile()
+    emulator.update_record_fields(BASE, TABLE, rid, {"Status": "Qualified", "SMS Sent Count": 4})
+
+    pull, push = reconcile()
+
+    assert pull.updated == 1 and push.dirty == 0
+    assert lead_value(engine, rid, "status") == "Qualified"
+    assert lead_value(engine, rid, "sms_sent_count") == 4
+
+
+def test_notes_added_on_both_sides_keep_both_lines(emulator, engine, reconcile):
+    rid = seed(emulator)
+    reconcile()
+    portal_write(engine, rid, notes="imported\nportal: called, wants a demo")
+    emulator.update_record_fields(BASE, TABLE, rid, {"Notes": "imported\nsms: replied YES"})
+
+    reconcile()
+
+    expected = "imported\nsms: replied YES\nportal: called, wants a demo"
+    assert lead_value(engine, rid, "notes") == expected
+    assert airtable_fields(emulator, rid)["Notes"] == expected
+
+
+def test_true_conflict_airtable_wins_and_the_portal_value_is_kept(emulator, engine, reconcile):
+    rid = seed(emulator)
+    reconcile()
+    portal_write(engine, rid, claimed_by="portal-ana")
+    emulator.update_record_fields(BASE, TABLE, rid, {"Claimed By": "airtable-bo"})
+
+    pull, push = reconcile()
+
+    assert pull.conflicts == 1
+    assert lead_value(engine, rid, "claimed_by") == "airtable-bo"
+    assert airtable_fields(emulator, rid)["Claimed By"] == "airtable-bo"
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT portal_value, airtable_value, decision FROM reconcile.conflicts")
+        ).one()
+    assert tuple(row) == ("portal-ana", "airtable-bo", "airtable_wins")
+    assert push.updated == 0
+
+
+def test_no_loop_push_then_echo_then_nothing(emulator, engine, reconcile):
+    """Push, pull the echo, run again: the third run writes nothing on either side."""
+    rids = [seed(emulator, Email=f"l{i}@example.com") for i in range(12)]
+    reconcile()
+    for rid in rids:
+        portal_write(engine, rid, claimed_by="ana", notes="imported\nclaimed")
+
+    _, push = reconcile()
+    assert push.updated == 12 and push.write_requests == 2  # 10 a request
+    echo_pull, echo_push = reconcile()
+    assert echo_pull.echoes == 12 and echo_pull.updated == 0 and echo_push.dirty == 0
+
+    writes_before, history_before = writes(emulator), history_rows(engine)
+    again_pull, again_push = reconcile()
+
+    assert (again_pull.updated, again_pull.inserted, again_push.dirty) == (0, 0, 0)
+    assert writes(emulator) == writes_before
+    assert history_rows(engine) == history_before
+
+
+def test_edit_during_an_in_flight_push_stays_dirty(emulator, engine, reconcile, repo):
+    rid = seed(emulator)
+    reconcile()
+    portal_write(engine, rid, claimed_by="ana")
+
+    def portal_edits_meanwhile(plans):
+        portal_write(engine, rid, claimed_by="bo")
+
+    _, push = reconcile(after_plan=portal_edits_meanwhile)
+
+    assert push.updated == 1
+    assert airtable_fields(emulator, rid)["Claimed By"] == "ana"  # what was read and sent
+    assert repo.count_dirty() == 1  # the newer edit was not marked pushed
+
+    reconcile()
+
+    assert airtable_fields(emulator, rid)["Claimed By"] == "bo"
+    assert repo.count_dirty() == 0
+
+
+def test_a_batch_with_one_rejected_record_pushes_nine_and_quarantines_one(
+    emulator, engine, reconcile
+):
+    rids = [seed(emulator, Email=f"b{i}@example.com") for i in range(10)]
+    reconcile()
+    for rid in rids:
+        portal_write(engine, rid, claimed_by="ana")
+    portal_write(engine, rids[4], processing_status="Not An Option")  # Airtable answers 422
+
+    _, push = reconcile()
+
+    assert (push.updated, push.quarantined) == (9, 1)
+    assert all(
+        airtable_fields(emulator, r).get("Claimed By") == "ana" for r in rids if r != rids[4]
+    )
+    with engine.connect() as conn:
+        held = conn.execute(
+            text(
+                "SELECT airtable_record_id, reason FROM reconcile.quarantine "
+                "WHERE direction = 'push'"
+            )
+        ).one()
+    assert held[0] == rids[4]
+    assert "422" in held[1]
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"fail_next": 3, "fail_status": 429},  # rate limited, then the base is blocked
+        {"fail_next": 2, "fail_status": 503},  # outage
+        {"drop_next_writes": 1},  # the write is applied but the response never arrives
+    ],
+)
+def test_faults_lose_no_edit_and_a_second_run_converges(emulator, engine, reconcile, repo, faults):
+    rids = [seed(emulator, Email=f"f{i}@example.com") for i in range(5)]
+    reconcile()
+    for rid in rids:
+        portal_write(engine, rid, claimed_by="ana")
+
+    emulator.set_faults(**faults)
+    try:
+        reconcile()
+    finally:
+        emulator.clear_faults()
+    reconcile()
+
+    assert repo.count_dirty() == 0
+    assert [airtable_fields(emulator, r).get("Claimed By") for r in rids] == ["ana"] * 5
+    assert len(emulator.all_records(BASE, TABLE)) == 5  # no duplicate record
+
+
+def test_dry_run_push_sends_nothing(emulator, engine, reconcile, repo):
+    rid = seed(emulator)
+    reconcile()
+    portal_write(engine, rid, claimed_by="ana")
+    before = writes(emulator)
+
+    _, push = reconcile(dry_run=True)
+
+    assert push.updated == 1 and push.dry_run
+    assert writes(emulator) == before
+    assert repo.count_dirty() == 1
