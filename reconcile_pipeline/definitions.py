@@ -1,5 +1,41 @@
-"""The Dagster code location: imports and assembles, nothing else."""
+"""The Dagster code location: imports and assembles, nothing else.
+
+Every resource value comes from an environment variable read at run time (`EnvVar`); the
+`reconcile` CLI exports the embedded defaults (PostgreSQL, the Airtable emulator) for the
+variables you leave unset. See README "Environment".
+"""
 
 import dagster as dg
 
-defs = dg.Definitions()
+from reconcile_pipeline.airtable.resource import AirtableResource
+from reconcile_pipeline.defs.alert_resource import alert_webhook_resource
+from reconcile_pipeline.defs.assets import reconcile_assets
+from reconcile_pipeline.defs.checks import reconcile_checks
+from reconcile_pipeline.defs.jobs import (
+    delete_sweep_job,
+    delete_sweep_schedule,
+    full_reconcile_job,
+    full_reconcile_schedule,
+    reconcile_job,
+)
+from reconcile_pipeline.defs.resources import PostgresResource
+from reconcile_pipeline.defs.schedules import reconcile_schedule
+from reconcile_pipeline.defs.sensors import failed_check_alert_sensor, reconcile_run_failure_alert
+
+defs = dg.Definitions(
+    assets=reconcile_assets,
+    asset_checks=reconcile_checks,
+    jobs=[reconcile_job, delete_sweep_job, full_reconcile_job],
+    schedules=[reconcile_schedule, delete_sweep_schedule, full_reconcile_schedule],
+    sensors=[failed_check_alert_sensor, reconcile_run_failure_alert],
+    resources={
+        "airtable": AirtableResource(
+            api_key=dg.EnvVar("AIRTABLE_API_KEY"),
+            base_id=dg.EnvVar("AIRTABLE_BASE_ID"),
+            table=dg.EnvVar("AIRTABLE_TABLE"),
+            endpoint_url=dg.EnvVar("AIRTABLE_ENDPOINT_URL"),
+        ),
+        "postgres": PostgresResource(database_url=dg.EnvVar("DATABASE_URL")),
+        "alert_webhook": alert_webhook_resource(),
+    },
+)

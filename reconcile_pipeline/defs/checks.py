@@ -1,0 +1,139 @@
+"""Asset checks: the invariants users trust to wake them up, with metadata they can act on.
+
+Severity and blocking are chosen per check:
+- a loop or a duplicate lead means the next push would make things worse, so those checks are
+  ERROR and *blocking* on `postgres_leads`: the dirty-lead and push steps do not run;
+- problems that do not corrupt anything (bad input held in quarantine, shared e-mails, drift
+  that the next run repairs, a slow schedule) are WARN: they alert without stopping the sync;
+- checks on `airtable_push_results` cannot block anything (nothing is downstream); a loop found
+  there is still ERROR.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from reconcile_pipeline.defs.assets import airtable_leads, airtable_push_results, postgres_leads
+from reconcile_pipeline.defs.metadata import markdown_table
+from reconcile_pipeline.defs.resources import PostgresResource
+from reconcile_pipeline.engine import invariants
+from reconcile_pipeline.engine.invariants import Finding
+
+PUSH_ERROR_RATE_THRESHOLD = 0.10
+FRESHNESS_LIMIT = dt.timedelta(minutes=60)
+
+
+def _result(
+    context: dg.AssetCheckExecutionContext, finding: Finding, severity: dg.AssetCheckSeverity
+) -> dg.AssetCheckResult:
+    metadata = {
+        "count": finding.count,
+        "summary": finding.summary,
+        "offenders": markdown_table(finding.examples),
+    }
+    for name, value in finding.figures.items():
+        metadata[name] = dg.MetadataValue.json(value) if isinstance(value, dict) else value
+    op_context = context.op_execution_context
+    if op_context.has_partitions:
+        window = op_context.partition_time_window
+        metadata["window"] = f"{window.start:%Y-%m-%d %H:%M} → {window.end:%Y-%m-%d %H:%M} UTC"
+    return dg.AssetCheckResult(
+        passed=finding.passed, severity=severity, metadata=metadata, description=finding.summary
+    )
+
+
+@dg.asset_check(asset=airtable_leads)
+def no_record_twice_in_pull(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    """No Airtable record came twice in this run's pull (repeats are deduplicated; a repeat
+    means the listing shifted under pagination)."""
+    finding = invariants.records_repeated_in_pull(postgres.repository(), context.run.run_id)
+    return _result(context, finding, dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset_check(asset=postgres_leads, blocking=True)
+def no_echo_marked_dirty(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    """Loop detection: nothing pulled back as an echo of our own push marked a lead dirty."""
+    finding = invariants.echoes_marked_dirty(postgres.repository(), context.run.run_id)
+    return _result(context, finding, dg.AssetCheckSeverity.ERROR)
+
+
+@dg.asset_check(asset=postgres_leads, blocking=True)
+def one_lead_per_airtable_record(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    """Duplicate detection: exactly one PostgreSQL lead per Airtable record."""
+    finding = invariants.duplicate_leads(postgres.repository())
+    return _result(context, finding, dg.AssetCheckSeverity.ERROR)
+
+
+@dg.asset_check(asset=postgres_leads)
+def no_duplicate_contacts(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    """Live leads sharing an e-mail or phone, reported with their record ids."""
+    finding = invariants.duplicate_contacts(postgres.repository())
+    return _result(context, finding, dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset_check(asset=postgres_leads)
+def no_new_quarantine(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    """Quarantine growth: records this run could not map (held with the reason, retried)."""
+    finding = invariants.quarantine_growth(postgres.repository(), context.run.run_id)
+    return _result(context, finding, dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset_check(asset=airtable_push_results)
+def no_repeated_push(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    """Loop detection: no lead pushed again unless the portal changed it again."""
+    finding = invariants.repeated_pushes(postgres.repository(), context.run.run_id)
+    return _result(context, finding, dg.AssetCheckSeverity.ERROR)
+
+
+@dg.asset_check(asset=airtable_push_results)
+def push_error_rate(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    """At most 10% of this run's pushes failed or were rejected (they stay dirty and retry)."""
+    finding = invariants.push_error_rate(
+        postgres.repository(), context.run.run_id, PUSH_ERROR_RATE_THRESHOLD
+    )
+    return _result(context, finding, dg.AssetCheckSeverity.ERROR)
+
+
+@dg.asset_check(asset=airtable_push_results)
+def no_drift_in_window(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    """After the run, the window's records agree on both sides (pending portal edits aside)."""
+    finding = invariants.window_drift(postgres.repository(), context.run.run_id)
+    return _result(context, finding, dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset_check(asset=airtable_push_results)
+def reconcile_is_fresh(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    """The last successful push is under an hour old and no portal edit waits longer."""
+    finding = invariants.freshness(postgres.repository(), FRESHNESS_LIMIT)
+    return _result(context, finding, dg.AssetCheckSeverity.WARN)
+
+
+reconcile_checks = [
+    no_record_twice_in_pull,
+    no_echo_marked_dirty,
+    one_lead_per_airtable_record,
+    no_duplicate_contacts,
+    no_new_quarantine,
+    no_repeated_push,
+    push_error_rate,
+    no_drift_in_window,
+    reconcile_is_fresh,
+]

@@ -1,0 +1,56 @@
+"""The PostgreSQL resource: one long-lived SQLAlchemy engine per run, fail-fast on bad config."""
+
+import dagster as dg
+from pydantic import PrivateAttr
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+
+from reconcile_pipeline.db import urls
+from reconcile_pipeline.db.migrate import current_revision, head_revision
+from reconcile_pipeline.engine.mapping import LEADS_MAPPING, TableMapping
+from reconcile_pipeline.engine.repository import Repository
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """The portal's PostgreSQL (bound to the DATABASE_URL env var; the `reconcile` CLI exports
+    the embedded server's URL when you set none)."""
+
+    database_url: str
+    pool_size: int = 5
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        try:
+            url = urls.app_url(self.database_url)
+        except Exception as exc:  # the URL itself is malformed: say what to set, hide secrets
+            raise dg.Failure(f"DATABASE_URL is not a valid PostgreSQL URL: {exc}") from None
+        self._engine = create_engine(url, pool_size=self.pool_size, pool_pre_ping=True)
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except OperationalError as exc:
+            first_line = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+            raise dg.Failure(
+                f"Cannot connect to PostgreSQL at {urls.redact(url)}: {first_line}. "
+                "Set DATABASE_URL to a reachable database, or unset it to use the embedded one."
+            ) from None
+        revision = current_revision(self._engine)
+        if revision != head_revision():
+            raise dg.Failure(
+                f"The database schema is at revision {revision or 'none'}, this code needs "
+                f"{head_revision()}: run `reconcile db upgrade` (with the same DATABASE_URL)."
+            )
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    @property
+    def engine(self) -> Engine:
+        assert self._engine is not None, "PostgresResource used outside of a run"
+        return self._engine
+
+    def repository(self, mapping: TableMapping = LEADS_MAPPING) -> Repository:
+        return Repository(self.engine, mapping)

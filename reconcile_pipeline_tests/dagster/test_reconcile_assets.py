@@ -1,0 +1,209 @@
+"""The reconcile assets through real Dagster runs, the real engine, real PostgreSQL and the
+emulator: one window, a 72-window range as one run with one Airtable query, metadata a person
+can read, and blocking checks that stop the push when a loop or a duplicate is seeded."""
+
+import datetime as dt
+import math
+
+import dagster as dg
+import pytest
+from sqlalchemy import text
+
+from reconcile_pipeline.airtable.resource import AirtableResource
+from reconcile_pipeline.defs.assets import reconcile_assets
+from reconcile_pipeline.defs.checks import reconcile_checks
+from reconcile_pipeline.defs.partitions import partition_key_for
+from reconcile_pipeline.defs.resources import PostgresResource
+from reconcile_pipeline.emulator.server import run_emulator
+
+BASE, TABLE = "appDemoLeads00001", "Leads"
+
+
+@pytest.fixture
+def emulator():
+    with run_emulator(rate_limit=0) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def resources(emulator, database_url):
+    return {
+        "airtable": AirtableResource(
+            api_key=emulator.token,
+            base_id=BASE,
+            table=TABLE,
+            endpoint_url=emulator.url,
+            requests_per_second=0,
+        ),
+        "postgres": PostgresResource(database_url=database_url),
+    }
+
+
+def lead_fields(i: int, **overrides) -> dict:
+    return {
+        "Email": f"lead{i}@example.com",
+        "First Name": f"Lead{i}",
+        "Status": "New",
+        "Processing Status": "Active",
+        "Campaign ID": "cmp-1",
+        **overrides,
+    }
+
+
+def materialize(resources, partition_key=None, tags=None, instance=None):
+    return dg.materialize(
+        [*reconcile_assets, *reconcile_checks],
+        resources=resources,
+        partition_key=partition_key,
+        tags=tags,
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def metadata(result, asset: str) -> dict:
+    # A range run records one materialization per window, all with the same metadata.
+    event = next(
+        e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)
+    )
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def check_results(result) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def materialized(result) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def portal_write(database_url, record_id: str, **values) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        assignments = ", ".join(f"{c} = :{c}" for c in values)
+        conn.execute(
+            text(f"UPDATE leads SET {assignments} WHERE airtable_record_id = :rid"),
+            {"rid": record_id, **values},
+        )
+    engine.dispose()
+
+
+def test_one_window_pulls_merges_and_pushes_with_readable_metadata(
+    emulator, resources, database_url
+):
+    ids = emulator.seed_records(BASE, TABLE, [lead_fields(i) for i in range(25)])
+    now_key = partition_key_for(dt.datetime.now(dt.UTC))
+
+    first = materialize(resources, partition_key=now_key)
+
+    assert first.success
+    assert metadata(first, "airtable_leads")["pulled"] == 25
+    merged = metadata(first, "postgres_leads")
+    assert (merged["inserted"], merged["updated"], merged["quarantined"]) == (25, 0, 0)
+    assert all(check_results(first).values()), check_results(first)
+
+    portal_write(database_url, ids[0], claimed_by="ana")
+    emulator.update_record_fields(BASE, TABLE, ids[1], {"Status": "Qualified"})
+    second = materialize(resources, partition_key=now_key)
+
+    assert metadata(second, "postgres_dirty_leads")["dirty"] == 1
+    pushed = metadata(second, "airtable_push_results")
+    assert (pushed["pushed"], pushed["failed"]) == (1, 0)
+    assert metadata(second, "postgres_leads")["updated"] == 1
+    assert ids[0] in str(metadata(second, "airtable_push_results")["preview"])
+    window = metadata(second, "airtable_leads")["window"]
+    assert "UTC" in window
+
+
+def test_a_72_window_range_is_one_run_with_one_airtable_query(emulator, resources):
+    now = dt.datetime.now(dt.UTC)
+    count = 450
+    modified = [now - dt.timedelta(minutes=3 * i + 1) for i in range(count)]  # last 22.5 hours
+    emulator.seed_records(
+        BASE,
+        TABLE,
+        [lead_fields(i) for i in range(count)],
+        created_time=[m - dt.timedelta(days=3) for m in modified],
+        modified_time=modified,
+    )
+    last_key = partition_key_for(now)
+    first_key = partition_key_for(now - dt.timedelta(minutes=20 * 71))
+    emulator.reset_request_log()
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            resources,
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": first_key,
+                "dagster/asset_partition_range_end": last_key,
+            },
+        )
+        runs = instance.get_runs()
+        windows = {
+            e.partition
+            for e in result.get_asset_materialization_events()
+            if e.asset_key == dg.AssetKey("airtable_leads")
+        }
+
+    assert result.success
+    assert len(windows) == 72
+    assert len(runs) == 1
+    pulled = metadata(result, "airtable_leads")
+    assert pulled["pulled"] == count
+    list_requests = sum(
+        n for key, n in emulator.request_log()["counts"].items() if "/meta/" not in key
+    )
+    # One filtered listing: ⌈450/100⌉ pages; the only other calls read the table's metadata.
+    assert list_requests == math.ceil(count / 100)
+    assert pulled["airtable_requests"] == list_requests
+    assert metadata(result, "postgres_leads")["inserted"] == count
+
+
+def test_a_seeded_loop_fails_the_blocking_check_and_stops_the_push(
+    emulator, resources, database_url, engine
+):
+    ids = emulator.seed_records(BASE, TABLE, [lead_fields(i) for i in range(3)])
+    key = partition_key_for(dt.datetime.now(dt.UTC))
+    assert materialize(resources, partition_key=key).success
+    # Break origin tagging: the trigger now takes the reconciler's own writes for portal edits.
+    with engine.begin() as conn:
+        definition = conn.execute(
+            text("SELECT pg_get_functiondef('reconcile.capture_portal_change'::regproc)")
+        ).scalar_one()
+        conn.execute(
+            text(
+                definition.replace(
+                    "current_setting('reconcile.origin', true) = 'reconciler'", "false"
+                )
+            )
+        )
+    emulator.update_record_fields(BASE, TABLE, ids[0], {"Claimed By": "airtable-bo"})
+
+    result = materialize(resources, partition_key=key)
+
+    checks = check_results(result)
+    assert checks["no_echo_marked_dirty"] is False
+    assert "airtable_push_results" not in materialized(result)
+
+
+def test_a_seeded_duplicate_fails_the_blocking_check_and_stops_the_push(
+    emulator, resources, engine
+):
+    ids = emulator.seed_records(BASE, TABLE, [lead_fields(i) for i in range(3)])
+    key = partition_key_for(dt.datetime.now(dt.UTC))
+    assert materialize(resources, partition_key=key).success
+    with engine.begin() as conn:  # a portal table without the unique constraint, duplicated
+        conn.execute(text("ALTER TABLE leads DROP CONSTRAINT leads_airtable_record_id_key"))
+        conn.execute(
+            text("INSERT INTO leads (airtable_record_id, email) VALUES (:r, 'x@y.z')"),
+            {"r": ids[1]},
+        )
+
+    result = materialize(resources, partition_key=key)
+
+    checks = check_results(result)
+    assert checks["one_lead_per_airtable_record"] is False
+    assert "airtable_push_results" not in materialized(result)
