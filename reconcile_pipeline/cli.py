@@ -3,6 +3,7 @@
 import argparse
 import logging
 import sys
+import warnings
 
 from sqlalchemy import create_engine, text
 
@@ -63,6 +64,35 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_dagster_warnings() -> None:
+    # The backfill policy is "beta" in 1.13 and says so on every import; users can't act on it.
+    warnings.filterwarnings("ignore", message=".*currently in beta.*")
+
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from reconcile_pipeline.demo.environment import airtable_target
+    from reconcile_pipeline.launch import run_reconcile
+
+    hours = args.hours + 24 * args.days
+    with airtable_target(seed_count=0):
+        prepare_environment()
+        with dg.DagsterInstance.get() as instance:
+            [result] = list(run_reconcile(instance, hours=hours, dry_run=args.dry_run))
+    print(
+        f"Backfill of the last {hours:g} h as one run: {result.run_id} "
+        f"{'succeeded' if result.success else 'FAILED'}"
+    )
+    return 0 if result.success else 1
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from reconcile_pipeline.demo.ui import run_ui
+
+    return run_ui(port=args.port, trickle_seconds=args.trickle_seconds)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from reconcile_pipeline.demo.run import run_demo
 
@@ -85,6 +115,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "demo", help="set up the embedded default and run the demo reconcile"
     ).set_defaults(func=_cmd_demo)
+    backfill = commands.add_parser(
+        "backfill", help="reconcile the last N hours/days as ONE run (single-run backfill)"
+    )
+    backfill.add_argument("--hours", type=float, default=0)
+    backfill.add_argument("--days", type=float, default=0)
+    backfill.add_argument("--dry-run", action="store_true", help="plan only; write nothing")
+    backfill.set_defaults(func=_cmd_backfill)
+    ui = commands.add_parser(
+        "ui",
+        help="the Dagster UI (webserver + daemon) on the embedded "
+        "default, with a trickle of live edits",
+    )
+    ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument(
+        "--trickle-seconds",
+        type=float,
+        default=20.0,
+        help="seconds between simulated edits (0 = none)",
+    )
+    ui.set_defaults(func=_cmd_ui)
     commands.add_parser("status", help="database, schema revision and sync counts").set_defaults(
         func=_cmd_status
     )
@@ -95,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    _quiet_dagster_warnings()
     args = build_parser().parse_args(argv)
     return args.func(args)
 

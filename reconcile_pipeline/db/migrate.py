@@ -13,6 +13,8 @@ from sqlalchemy.engine import Engine
 from reconcile_pipeline.db.schema_names import RECONCILE_SCHEMA
 
 logger = logging.getLogger(__name__)
+# Alembic announces its context on every connection at INFO; our own line says what matters.
+logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 

@@ -1,0 +1,67 @@
+"""Launch reconcile runs from the command line against the configured Dagster instance.
+
+`dagster job backfill` ignores backfill policies (one run per partition); this runs a range of
+windows as ONE run of `reconcile_job` (one Airtable query for the whole range), recorded in the
+instance like any run, so it shows in the UI.
+"""
+
+import datetime as dt
+from collections.abc import Iterator
+
+import dagster as dg
+
+from reconcile_pipeline.definitions import defs
+from reconcile_pipeline.defs.partitions import partition_key_for
+from reconcile_pipeline.defs.schedules import base_id_from_env, reconcile_run_tags
+
+WINDOW = dt.timedelta(minutes=20)
+
+
+def range_tags(hours: float, now: dt.datetime | None = None) -> dict[str, str]:
+    """Run tags selecting the windows that cover the last `hours` up to the current one."""
+    now = now or dt.datetime.now(dt.UTC)
+    windows = max(1, round(hours * 3))
+    first = partition_key_for(now - WINDOW * (windows - 1))
+    return {
+        "dagster/asset_partition_range_start": first,
+        "dagster/asset_partition_range_end": partition_key_for(now),
+    }
+
+
+def run_reconcile(
+    instance: dg.DagsterInstance,
+    hours: float = 0,
+    dry_run: bool = False,
+    log_level: str = "INFO",
+) -> Iterator[dg.ExecuteInProcessResult]:
+    """hours=0: the schedule's windows (now and now − 15 min), one run each; hours>0: one run
+    over every window of the last `hours`."""
+    job = defs.resolve_job_def("reconcile_job")
+    tags = dict(reconcile_run_tags(base_id_from_env()))
+    run_config = {
+        "ops": {
+            name: {"config": {"dry_run": dry_run}}
+            for name in ("postgres_leads", "airtable_push_results")
+        },
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+    }
+    now = dt.datetime.now(dt.UTC)
+    if hours > 0:
+        yield job.execute_in_process(
+            instance=instance,
+            tags={**tags, **range_tags(hours, now)},
+            run_config=run_config,
+            raise_on_error=False,
+        )
+        return
+    keys = dict.fromkeys(
+        [partition_key_for(now - dt.timedelta(minutes=15)), partition_key_for(now)]
+    )
+    for key in keys:
+        yield job.execute_in_process(
+            instance=instance,
+            partition_key=key,
+            tags=tags,
+            run_config=run_config,
+            raise_on_error=False,
+        )
