@@ -1,0 +1,90 @@
+"""Admin endpoints under ``/_emulator/`` for a separately running emulator.
+
+No authentication (the emulator binds to localhost by default) and no rate limit; these
+requests are not written to the request log. Routes:
+
+- ``GET /_emulator/health``
+- ``GET|DELETE /_emulator/requests`` — the request log / reset it
+- ``GET|POST|DELETE /_emulator/faults`` — read / replace / clear the fault setting
+- ``POST /_emulator/offsets/expire`` — expire every outstanding list offset
+- ``POST /_emulator/rate-limit`` — ``{"rate", "penalty_seconds"}``
+- ``GET /_emulator/records?base=&table=`` — all records, API-shaped
+- ``POST /_emulator/records/seed`` — ``{"base", "table", "records": [fields…],
+  "created_time", "modified_time", "typecast"}`` (times: one ISO string or a list)
+- ``POST /_emulator/records/edit`` — ``{"base", "table", "id", "fields", "modified_time"}``
+- ``POST /_emulator/records/delete`` — ``{"base", "table", "id"}``
+- ``POST /_emulator/reset`` — ``{"base"?, "table"?}`` deletes records
+"""
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from reconcile_pipeline.emulator.errors import ApiError
+
+if TYPE_CHECKING:
+    from reconcile_pipeline.emulator.core import Emulator
+
+
+def handle_admin(
+    emulator: "Emulator", method: str, path: str, query: list[tuple[str, str]], body: bytes
+) -> tuple[int, Any]:
+    try:
+        payload = json.loads(body) if body else {}
+        return 200, _dispatch(emulator, method, path.strip("/"), dict(query), payload)
+    except ApiError as error:
+        return error.status, error.body()
+    except (ValueError, KeyError, TypeError) as error:
+        return 400, {"error": {"type": "INVALID_ADMIN_REQUEST", "message": str(error)}}
+
+
+def _dispatch(
+    emulator: "Emulator", method: str, path: str, params: dict[str, str], body: Any
+) -> Any:
+    route = (method, path)
+    if route == ("GET", "health"):
+        return {"ok": True, "bases": sorted(emulator.schema.bases)}
+    if route == ("GET", "requests"):
+        return emulator.request_log()
+    if route == ("DELETE", "requests"):
+        emulator.reset_request_log()
+        return {"ok": True}
+    if route == ("GET", "faults"):
+        return emulator.fault_state()
+    if route == ("POST", "faults"):
+        emulator.set_faults(**body)
+        return emulator.fault_state()
+    if route == ("DELETE", "faults"):
+        emulator.clear_faults()
+        return emulator.fault_state()
+    if route == ("POST", "offsets/expire"):
+        return {"expired": emulator.expire_offsets()}
+    if route == ("POST", "rate-limit"):
+        emulator.configure_rate_limit(body.get("rate"), body.get("penalty_seconds"))
+        return {"ok": True}
+    if route == ("GET", "records"):
+        return {"records": emulator.all_records(params["base"], params["table"])}
+    if route == ("POST", "records/seed"):
+        ids = emulator.seed_records(
+            body["base"],
+            body["table"],
+            body["records"],
+            created_time=body.get("created_time"),
+            modified_time=body.get("modified_time"),
+            typecast=bool(body.get("typecast")),
+        )
+        return {"ids": ids}
+    if route == ("POST", "records/edit"):
+        return emulator.update_record_fields(
+            body["base"],
+            body["table"],
+            body["id"],
+            body["fields"],
+            modified_time=body.get("modified_time"),
+            typecast=bool(body.get("typecast")),
+        )
+    if route == ("POST", "records/delete"):
+        emulator.delete_record(body["base"], body["table"], body["id"])
+        return {"deleted": True}
+    if route == ("POST", "reset"):
+        return {"deleted": emulator.clear_records(body.get("base"), body.get("table"))}
+    raise ApiError(404, "NOT_FOUND")

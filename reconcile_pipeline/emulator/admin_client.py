@@ -1,0 +1,129 @@
+"""`EmulatorAdmin`: a small client for the admin endpoints of a separately running emulator."""
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import requests
+
+from reconcile_pipeline.emulator.clock import coerce_datetime, format_datetime
+
+
+def _time_json(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, datetime | str):
+        return format_datetime(coerce_datetime(value))
+    return [_time_json(v) for v in value]
+
+
+class EmulatorAdmin:
+    """Mirrors the in-process helpers of `Emulator` over HTTP (see `admin_api`)."""
+
+    def __init__(self, url: str, timeout_seconds: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_seconds = timeout_seconds
+        self._session = requests.Session()
+
+    def __repr__(self) -> str:
+        return f"EmulatorAdmin({self.url!r})"
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._session.request(
+            method, f"{self.url}/_emulator/{path}", timeout=self.timeout_seconds, **kwargs
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def wait_until_ready(self, timeout_seconds: float = 10.0) -> None:
+        """Poll the health endpoint until the emulator answers.
+
+        Raises:
+            TimeoutError: it did not answer in time.
+        """
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            try:
+                self._call("GET", "health")
+                return
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"No emulator answering at {self.url}") from None
+                time.sleep(0.05)
+
+    def seed_records(
+        self,
+        base_id: str,
+        table: str,
+        records: Sequence[Mapping[str, Any]],
+        created_time: Any = None,
+        modified_time: Any = None,
+        typecast: bool = False,
+    ) -> list[str]:
+        body = {
+            "base": base_id,
+            "table": table,
+            "records": list(records),
+            "created_time": _time_json(created_time),
+            "modified_time": _time_json(modified_time),
+            "typecast": typecast,
+        }
+        return self._call("POST", "records/seed", json=body)["ids"]
+
+    def update_record_fields(
+        self,
+        base_id: str,
+        table: str,
+        record_id: str,
+        fields: Mapping[str, Any],
+        modified_time: datetime | str | None = None,
+        typecast: bool = False,
+    ) -> dict[str, Any]:
+        body = {
+            "base": base_id,
+            "table": table,
+            "id": record_id,
+            "fields": dict(fields),
+            "modified_time": _time_json(modified_time),
+            "typecast": typecast,
+        }
+        return self._call("POST", "records/edit", json=body)
+
+    def delete_record(self, base_id: str, table: str, record_id: str) -> None:
+        self._call(
+            "POST", "records/delete", json={"base": base_id, "table": table, "id": record_id}
+        )
+
+    def all_records(self, base_id: str, table: str) -> list[dict[str, Any]]:
+        return self._call("GET", "records", params={"base": base_id, "table": table})["records"]
+
+    def clear_records(self, base_id: str | None = None, table: str | None = None) -> int:
+        return self._call("POST", "reset", json={"base": base_id, "table": table})["deleted"]
+
+    def set_faults(self, **settings: Any) -> dict[str, Any]:
+        """Replace the fault setting; keyword arguments as `FaultConfig` fields."""
+        return self._call("POST", "faults", json=settings)
+
+    def clear_faults(self) -> dict[str, Any]:
+        return self._call("DELETE", "faults")
+
+    def fault_state(self) -> dict[str, Any]:
+        return self._call("GET", "faults")
+
+    def expire_offsets(self) -> int:
+        return self._call("POST", "offsets/expire")["expired"]
+
+    def configure_rate_limit(
+        self, rate: float | None = None, penalty_seconds: float | None = None
+    ) -> None:
+        self._call("POST", "rate-limit", json={"rate": rate, "penalty_seconds": penalty_seconds})
+
+    def request_log(self) -> dict[str, Any]:
+        return self._call("GET", "requests")
+
+    def reset_request_log(self) -> None:
+        self._call("DELETE", "requests")
+
+    def close(self) -> None:
+        self._session.close()
