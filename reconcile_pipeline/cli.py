@@ -93,6 +93,33 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     return run_ui(port=args.port, trickle_seconds=args.trickle_seconds)
 
 
+def _cmd_conflicts(args: argparse.Namespace) -> int:
+    import json
+
+    from reconcile_pipeline.engine import conflicts
+    from reconcile_pipeline.engine.mapping import LEADS_MAPPING
+    from reconcile_pipeline.engine.repository import Repository
+
+    urls = prepare_environment()
+    repo = Repository(create_engine(urls.app), LEADS_MAPPING)
+    if args.action == "list":
+        rows = conflicts.list_open(repo, limit=args.limit)
+        for c in rows:
+            print(
+                f"#{c.id} {c.record_id} {c.field}: airtable={c.airtable_value!r} "
+                f"portal={c.portal_value!r} kept={c.decided_value!r} — {c.recommendation}"
+            )
+        print(f"{len(rows)} open conflicts shown")
+    elif args.action == "resolve":
+        value = json.loads(args.value) if args.value is not None else None
+        chosen = conflicts.resolve(repo, args.id, args.choose, value)
+        print(f"Conflict #{args.id} resolved with {chosen!r}; the next run pushes it if needed.")
+    else:
+        print(f"{conflicts.accept_all_recommendations(repo)} conflicts accepted as decided.")
+    repo.engine.dispose()
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from reconcile_pipeline.demo.run import run_demo
 
@@ -135,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between simulated edits (0 = none)",
     )
     ui.set_defaults(func=_cmd_ui)
+    conflict = commands.add_parser(
+        "conflicts", help="the conflict queue: list, resolve, accept-all"
+    )
+    conflict.add_argument("action", choices=["list", "resolve", "accept-all"])
+    conflict.add_argument("--id", type=int, help="conflict id (resolve)")
+    conflict.add_argument("--choose", choices=["airtable", "portal", "custom"], default="airtable")
+    conflict.add_argument("--value", help="JSON value for --choose custom, e.g. '\"ana\"'")
+    conflict.add_argument("--limit", type=int, default=50)
+    conflict.set_defaults(func=_cmd_conflicts)
     commands.add_parser("status", help="database, schema revision and sync counts").set_defaults(
         func=_cmd_status
     )

@@ -67,7 +67,8 @@ def resolve(repo: Repository, conflict_id: int, choice: Choice, value: Any = Non
                 text(
                     f"UPDATE {table} SET {_quote(column)} = "
                     f"(jsonb_populate_record(NULL::{table}, "
-                    f"jsonb_build_object(:col, CAST(:value AS jsonb)))).{_quote(column)} "
+                    "jsonb_build_object(CAST(:col AS text), CAST(:value AS jsonb))))."
+                    f"{_quote(column)} "
                     f"WHERE {_quote(mapping.key_column)} = :rid"
                 ),
                 {"col": column, "value": json.dumps(chosen), "rid": record_id},

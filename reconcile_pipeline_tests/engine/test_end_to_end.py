@@ -235,3 +235,31 @@ def test_dry_run_push_sends_nothing(emulator, engine, reconcile, repo):
     assert push.updated == 1 and push.dry_run
     assert writes(emulator) == before
     assert repo.count_dirty() == 1
+
+
+def test_conflict_resolved_with_the_portal_value_goes_out_through_the_normal_push(
+    emulator, engine, reconcile, repo
+):
+    from reconcile_pipeline.engine import conflicts
+
+    rid = seed(emulator)
+    reconcile()
+    portal_write(engine, rid, claimed_by="portal-ana")
+    emulator.update_record_fields(BASE, TABLE, rid, {"Claimed By": "airtable-bo"})
+    reconcile()
+    [conflict] = conflicts.list_open(repo)
+
+    conflicts.resolve(repo, conflict.id, "portal")
+    reconcile()
+
+    assert airtable_fields(emulator, rid)["Claimed By"] == "portal-ana"
+    assert lead_value(engine, rid, "claimed_by") == "portal-ana"
+    assert conflicts.list_open(repo) == []
+    with engine.connect() as conn:
+        reasons = set(
+            conn.execute(
+                text("SELECT reason FROM reconcile.change_history WHERE airtable_record_id = :r"),
+                {"r": rid},
+            ).scalars()
+        )
+    assert "conflict_resolution:portal" in reasons
