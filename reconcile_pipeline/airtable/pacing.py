@@ -12,7 +12,7 @@ from collections import deque
 
 # Slack added to each window: the server timestamps arrivals, not our sends, so network and
 # scheduling jitter must not push a request into the previous window.
-DEFAULT_MARGIN_SECONDS = 0.05
+DEFAULT_MARGIN_SECONDS = 0.1
 
 
 class RequestPacer:
