@@ -198,7 +198,8 @@ def quarantine_growth(repo: Repository, run_id: str) -> Finding:
         repo,
         "SELECT airtable_record_id AS record_id, direction, left(reason, 160) AS reason "
         "FROM reconcile.quarantine WHERE table_key = :t AND released_at IS NULL "
-        "AND run_id = :run ORDER BY last_seen_at DESC LIMIT 100",
+        # attempts = 1: first held by this run (a record still bad on retry is not growth)
+        "AND run_id = :run AND attempts = 1 ORDER BY last_seen_at DESC LIMIT 100",
         {"t": repo.mapping.name, "run": run_id},
     )
     total = _rows(

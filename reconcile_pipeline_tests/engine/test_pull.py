@@ -217,3 +217,15 @@ def test_an_older_snapshot_never_overwrites_a_newer_one(engine, repo):
 
     assert result.stale_skipped == 1
     assert lead(engine, rid)["status"] == "Qualified"
+
+
+def test_quarantine_growth_counts_only_records_first_held_by_the_run(engine, repo):
+    from reconcile_pipeline.engine.invariants import quarantine_growth
+
+    bad = record_id(109)
+    apply_records(repo, [airtable_record(bad, Email=None)], RunContext(run_id="first"))
+    assert quarantine_growth(repo, "first").passed is False
+
+    apply_records(repo, [airtable_record(bad, Email=None)], RunContext(run_id="retry"))
+    assert quarantine_growth(repo, "retry").passed is True  # still held, but not new
+    assert quarantine_growth(repo, "retry").figures["held_in_total"] == 1
