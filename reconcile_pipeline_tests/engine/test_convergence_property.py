@@ -39,7 +39,9 @@ steps = st.lists(
         airtable_edit,
         portal_edit,
         st.just(("reconcile",)),
-        st.tuples(st.just("delete"), st.integers(0, RECORDS - 1)),
+        # The last record is never deleted: a sweep that finds Airtable empty refuses by
+        # design (test_sweep_refuses_when_airtable_lists_nothing).
+        st.tuples(st.just("delete"), st.integers(0, RECORDS - 2)),
     ),
     min_size=1,
     max_size=10,
