@@ -61,15 +61,14 @@ def resolve(repo: Repository, conflict_id: int, choice: Choice, value: Any = Non
             raise ValueError(f"Conflict {conflict_id} is on unmapped column {column}")
         if chosen != decided:
             # An untagged write: the portal's own edit, captured and pushed like any other.
-            mapping = repo.mapping
-            table = f"{_quote(mapping.postgres_schema)}.{_quote(mapping.postgres_table)}"
+            table = repo.table_sql
             conn.execute(
                 text(
                     f"UPDATE {table} SET {_quote(column)} = "
                     f"(jsonb_populate_record(NULL::{table}, "
                     "jsonb_build_object(CAST(:col AS text), CAST(:value AS jsonb))))."
                     f"{_quote(column)} "
-                    f"WHERE {_quote(mapping.key_column)} = :rid"
+                    f"WHERE {repo.key_sql} = :rid"
                 ),
                 {"col": column, "value": json.dumps(chosen), "rid": record_id},
             )

@@ -10,9 +10,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from reconcile_pipeline.engine.convert import record_values
-from reconcile_pipeline.engine.pull import dedupe
-from reconcile_pipeline.engine.repository import Repository, _quote
+from reconcile_pipeline.engine.repository import Repository
+from reconcile_pipeline.engine.stages import pulled_portal_values
 
 EXAMPLES = 10
 
@@ -24,6 +23,16 @@ class Finding:
     summary: str
     examples: list[dict] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
+
+
+def _offenders(rows: list[dict], ok: str, problem: str) -> Finding:
+    """The finding of an invariant whose offending rows were queried: none means it holds."""
+    return Finding(
+        passed=not rows,
+        count=len(rows),
+        summary=ok if not rows else f"{len(rows)} {problem}",
+        examples=rows[:EXAMPLES],
+    )
 
 
 def _rows(repo: Repository, sql: str, params: dict) -> list[dict]:
@@ -49,9 +58,8 @@ def echoes_marked_dirty(repo: Repository, run_id: str) -> Finding:
     echoes = []
     if ids:
         with repo.engine.connect() as conn:
-            leads = repo.lock_leads(conn, ids)
-            states = repo.lock_states(conn, ids)
-            conn.rollback()
+            leads = repo.lock_leads(conn, ids, lock=False)
+            states = repo.lock_states(conn, ids, lock=False)
         for rid in ids:
             base = states[rid].base_values
             portal = {f.column: leads[rid][f.column] for f in repo.mapping.portal_fields}
@@ -63,13 +71,10 @@ def echoes_marked_dirty(repo: Repository, run_id: str) -> Finding:
                         "pushed": states[rid].pushed_counter,
                     }
                 )
-    return Finding(
-        passed=not echoes,
-        count=len(echoes),
-        summary="no pulled echo marked a lead dirty"
-        if not echoes
-        else f"{len(echoes)} leads were marked dirty by the reconciler's own writes (loop)",
-        examples=echoes[:EXAMPLES],
+    return _offenders(
+        echoes,
+        "no pulled echo marked a lead dirty",
+        "leads were marked dirty by the reconciler's own writes (loop)",
     )
 
 
@@ -88,33 +93,27 @@ def repeated_pushes(repo: Repository, run_id: str) -> Finding:
         "GROUP BY 1, 2 LIMIT 100",
         {"t": repo.mapping.name, "run": run_id},
     )
-    return Finding(
-        passed=not rows,
-        count=len(rows),
-        summary="every lead pushed carried a new portal change"
-        if not rows
-        else f"{len(rows)} leads were pushed again without a new portal change (loop)",
-        examples=rows[:EXAMPLES],
+    return _offenders(
+        rows,
+        "every lead pushed carried a new portal change",
+        "leads were pushed again without a new portal change (loop)",
     )
 
 
 def duplicate_leads(repo: Repository) -> Finding:
     """More than one PostgreSQL lead for an Airtable record."""
-    key = _quote(repo.mapping.key_column)
-    table = f"{_quote(repo.mapping.postgres_schema)}.{_quote(repo.mapping.postgres_table)}"
+    key = repo.key_sql
+    table = repo.table_sql
     rows = _rows(
         repo,
         f"SELECT {key} AS record_id, count(*) AS leads FROM {table} WHERE {key} IS NOT NULL "
         "GROUP BY 1 HAVING count(*) > 1 ORDER BY 2 DESC LIMIT 100",
         {},
     )
-    return Finding(
-        passed=not rows,
-        count=len(rows),
-        summary="one lead per Airtable record"
-        if not rows
-        else f"{len(rows)} Airtable records have several leads",
-        examples=rows[:EXAMPLES],
+    return _offenders(
+        rows,
+        "one lead per Airtable record",
+        "Airtable records have several leads",
     )
 
 
@@ -126,20 +125,17 @@ def records_repeated_in_pull(repo: Repository, run_id: str) -> Finding:
         "GROUP BY 1 HAVING count(*) > 1 LIMIT 100",
         {"t": repo.mapping.name, "run": run_id},
     )
-    return Finding(
-        passed=not rows,
-        count=len(rows),
-        summary="no record came twice in the pull"
-        if not rows
-        else f"{len(rows)} records came more than once in one pull (deduplicated)",
-        examples=rows[:EXAMPLES],
+    return _offenders(
+        rows,
+        "no record came twice in the pull",
+        "records came more than once in one pull (deduplicated)",
     )
 
 
 def duplicate_contacts(repo: Repository) -> Finding:
     """Live leads sharing an e-mail or a phone (reported, not repaired: people decide)."""
-    table = f"{_quote(repo.mapping.postgres_schema)}.{_quote(repo.mapping.postgres_table)}"
-    key = _quote(repo.mapping.key_column)
+    table = repo.table_sql
+    key = repo.key_sql
     rows = _rows(
         repo,
         "SELECT kind, value, ids, cardinality(ids) AS leads FROM ("
@@ -156,13 +152,10 @@ def duplicate_contacts(repo: Repository) -> Finding:
     )
     for row in rows:
         row["ids"] = ", ".join(row["ids"][:5])
-    return Finding(
-        passed=not rows,
-        count=len(rows),
-        summary="no live leads share an e-mail or phone"
-        if not rows
-        else f"{len(rows)} e-mails/phones are shared by several live leads",
-        examples=rows[:EXAMPLES],
+    return _offenders(
+        rows,
+        "no live leads share an e-mail or phone",
+        "e-mails/phones are shared by several live leads",
     )
 
 
@@ -222,18 +215,10 @@ def quarantine_growth(repo: Repository, run_id: str) -> Finding:
 def window_drift(repo: Repository, run_id: str) -> Finding:
     """After the run: fields of the window's records where PostgreSQL still differs from what
     Airtable said, excluding portal edits still waiting to be pushed."""
+    airtable = pulled_portal_values(repo, run_id)
     with repo.engine.connect() as conn:
-        records = repo.snapshot_records(conn, run_id)
-    unique, _ = dedupe(repo, records)
-    airtable = {}
-    for record in unique:
-        values, problems = record_values(repo.mapping, record["fields"])
-        if not problems:
-            airtable[record["id"]] = values
-    with repo.engine.connect() as conn:
-        leads = repo.lock_leads(conn, list(airtable)) if airtable else {}
-        states = repo.lock_states(conn, list(airtable)) if airtable else {}
-        conn.rollback()
+        leads = repo.lock_leads(conn, list(airtable), lock=False)
+        states = repo.lock_states(conn, list(airtable), lock=False)
     drifted: dict[str, int] = {}
     examples = []
     for rid, values in airtable.items():

@@ -194,9 +194,13 @@ def _apply_postgres_side(
 ) -> set[str]:
     """Write Airtable-won values into PostgreSQL, only where the portal has not edited since the
     read (compare-and-set on the counter). Returns the record ids whose counter moved."""
-    ids = [p.lead.record_id for p in plans]
-    states = repo.lock_states(conn, ids)
-    moved = {rid for rid in ids if states[rid].portal_change_counter != _plan_counter(plans, rid)}
+    read_counters = {p.lead.record_id: p.lead.counter for p in plans}
+    states = repo.lock_states(conn, list(read_counters))
+    moved = {
+        rid
+        for rid, counter in read_counters.items()
+        if states[rid].portal_change_counter != counter
+    }
     rows, history, conflicts = [], [], []
     for plan in plans:
         rid = plan.lead.record_id
@@ -221,10 +225,6 @@ def _apply_postgres_side(
     repo.insert_history(conn, history, run)
     repo.insert_conflicts(conn, conflicts, run)
     return moved
-
-
-def _plan_counter(plans: Sequence[LeadPlan], record_id: str) -> int:
-    return next(p.lead.counter for p in plans if p.lead.record_id == record_id)
 
 
 def _finish_without_sending(repo: Repository, plans: Sequence[LeadPlan], run: RunContext) -> None:

@@ -64,11 +64,11 @@ class Repository:
     def __init__(self, engine: Engine, mapping: TableMapping) -> None:
         self.engine = engine
         self.mapping = mapping
-        self._table = f"{_quote(mapping.postgres_schema)}.{_quote(mapping.postgres_table)}"
-        self._key = _quote(mapping.key_column)
+        self.table_sql = f"{_quote(mapping.postgres_schema)}.{_quote(mapping.postgres_table)}"
+        self.key_sql = _quote(mapping.key_column)
         self._columns = [f.column for f in mapping.fields]
         self._record_def = ", ".join(
-            [f"{self._key} text"]
+            [f"{self.key_sql} text"]
             + [f"{_quote(f.column)} {STAGING_SQL_TYPES[f.kind]}" for f in mapping.fields]
         )
 
@@ -150,12 +150,16 @@ class Repository:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def lock_leads(self, conn: Connection, record_ids: Sequence[str]) -> dict[str, dict]:
-        """Current canonical values of the mapped columns, rows locked until commit."""
-        select_list = ", ".join([self._key] + [_quote(c) for c in self._columns])
+    def lock_leads(
+        self, conn: Connection, record_ids: Sequence[str], lock: bool = True
+    ) -> dict[str, dict]:
+        """Current canonical values of the mapped columns; rows locked until commit unless
+        `lock` is False (read-only callers such as the checks)."""
+        select_list = ", ".join([self.key_sql] + [_quote(c) for c in self._columns])
         rows = conn.execute(
             text(
-                f"SELECT {select_list} FROM {self._table} WHERE {self._key} = ANY(:ids) FOR UPDATE"
+                f"SELECT {select_list} FROM {self.table_sql} "
+                f"WHERE {self.key_sql} = ANY(:ids){' FOR UPDATE' if lock else ''}"
             ),
             {"ids": list(record_ids)},
         ).all()
@@ -165,13 +169,15 @@ class Repository:
             for row in rows
         }
 
-    def lock_states(self, conn: Connection, record_ids: Sequence[str]) -> dict[str, SyncState]:
+    def lock_states(
+        self, conn: Connection, record_ids: Sequence[str], lock: bool = True
+    ) -> dict[str, SyncState]:
         rows = conn.execute(
             text(
                 "SELECT airtable_record_id, base_values, portal_change_counter, pushed_counter, "
                 "airtable_modified_at, last_pushed_values, echo_pending, deleted_at "
                 "FROM reconcile.sync_state WHERE table_key = :t "
-                "AND airtable_record_id = ANY(:ids) FOR UPDATE"
+                "AND airtable_record_id = ANY(:ids)" + (" FOR UPDATE" if lock else "")
             ),
             {"t": self.mapping.name, "ids": list(record_ids)},
         ).all()
@@ -187,7 +193,7 @@ class Repository:
             text(
                 f"SELECT s.airtable_record_id, s.portal_change_counter, s.base_values, "
                 f"{select_list} FROM reconcile.sync_state s "
-                f"JOIN {self._table} l ON l.{self._key} = s.airtable_record_id "
+                f"JOIN {self.table_sql} l ON l.{self.key_sql} = s.airtable_record_id "
                 "WHERE s.table_key = :t AND s.portal_change_counter > s.pushed_counter "
                 "AND s.deleted_at IS NULL "
                 "AND (CAST(:as_of AS timestamptz) IS NULL OR s.portal_changed_at < :as_of) "
@@ -222,15 +228,17 @@ class Repository:
     def linked_record_ids(self, conn: Connection) -> list[str]:
         return list(
             conn.execute(
-                text(f"SELECT {self._key} FROM {self._table} WHERE {self._key} IS NOT NULL")
+                text(
+                    f"SELECT {self.key_sql} FROM {self.table_sql} WHERE {self.key_sql} IS NOT NULL"
+                )
             ).scalars()
         )
 
     def all_leads(self, conn: Connection) -> dict[str, dict]:
         """Every linked lead's canonical mapped values (for the full reconcile's comparison)."""
-        select_list = ", ".join([self._key] + [_quote(c) for c in self._columns])
+        select_list = ", ".join([self.key_sql] + [_quote(c) for c in self._columns])
         rows = conn.execute(
-            text(f"SELECT {select_list} FROM {self._table} WHERE {self._key} IS NOT NULL")
+            text(f"SELECT {select_list} FROM {self.table_sql} WHERE {self.key_sql} IS NOT NULL")
         ).all()
         specs = self.mapping.fields
         return {
@@ -244,15 +252,15 @@ class Repository:
         """Insert new leads (key + mapped columns); a key that exists already is left alone."""
         if not rows:
             return 0
-        columns = ", ".join([self._key] + [_quote(c) for c in self._columns])
+        columns = ", ".join([self.key_sql] + [_quote(c) for c in self._columns])
         result = conn.execute(
             text(
                 # NOT EXISTS rather than ON CONFLICT: a portal table need not have a unique
                 # constraint on the key (the duplicate check reports it if so).
-                f"INSERT INTO {self._table} ({columns}) SELECT {columns} "
+                f"INSERT INTO {self.table_sql} ({columns}) SELECT {columns} "
                 f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s({self._record_def}) "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {self._table} AS l "
-                f"WHERE l.{self._key} = s.{self._key})"
+                f"WHERE NOT EXISTS (SELECT 1 FROM {self.table_sql} AS l "
+                f"WHERE l.{self.key_sql} = s.{self.key_sql})"
             ),
             {"rows": _json(rows)},
         )
@@ -267,9 +275,9 @@ class Repository:
         assignments = ", ".join(f"{_quote(c)} = s.{_quote(c)}" for c in (columns or self._columns))
         result = conn.execute(
             text(
-                f"UPDATE {self._table} AS l SET {assignments} "
+                f"UPDATE {self.table_sql} AS l SET {assignments} "
                 f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s({self._record_def}) "
-                f"WHERE l.{self._key} = s.{self._key}"
+                f"WHERE l.{self.key_sql} = s.{self.key_sql}"
             ),
             {"rows": _json(rows)},
         )

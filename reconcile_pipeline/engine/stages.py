@@ -83,7 +83,8 @@ def merge_snapshot(repo: Repository, run: RunContext) -> PullResult:
 
 
 def pulled_portal_values(repo: Repository, run_id: str) -> dict[str, dict]:
-    """Airtable's values of this run's pulled records: the push's "current values"."""
+    """Airtable's canonical values (every mapped column) of the valid records this run pulled:
+    the push's "current values" and the drift check's reference."""
     with repo.engine.connect() as conn:
         records = repo.snapshot_records(conn, run_id)
     unique, _ = dedupe(repo, records)
