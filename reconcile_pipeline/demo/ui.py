@@ -30,6 +30,22 @@ def _trickle(stop: threading.Event, engine, emulator, every: float) -> None:
             logger.warning("Trickle edit failed: %s", exc)
 
 
+def dagster_dev_command(port: int) -> list[str]:
+    """`dagster dev` (webserver + daemon) on the project's workspace, on loopback."""
+    return [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(PROJECT_ROOT / "workspace.yaml"),
+        "-p",
+        str(port),
+        "-h",
+        "127.0.0.1",
+    ]
+
+
 def run_ui(port: int = 3000, trickle_seconds: float = 20.0) -> int:
     with EmbeddedPostgres().running(), airtable_target(port=EMULATOR_PORT) as target:
         urls = prepare_environment()
@@ -39,18 +55,7 @@ def run_ui(port: int = 3000, trickle_seconds: float = 20.0) -> int:
             threading.Thread(
                 target=_trickle, args=(stop, engine, target.emulator, trickle_seconds), daemon=True
             ).start()
-        command = [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-w",
-            str(PROJECT_ROOT / "workspace.yaml"),
-            "-p",
-            str(port),
-            "-h",
-            "127.0.0.1",
-        ]
+        command = dagster_dev_command(port)
         print(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything)")
         dagster = subprocess.Popen(command, cwd=PROJECT_ROOT, env=os.environ.copy())
         previous = signal.signal(signal.SIGTERM, lambda *_: dagster.send_signal(signal.SIGINT))

@@ -7,7 +7,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import pytest
 import requests
 
 from reconcile_pipeline.db.urls import dagster_storage_url
+from reconcile_pipeline.demo.ui import dagster_dev_command
 from reconcile_pipeline.emulator.server import run_emulator
 from reconcile_pipeline.instance import PROJECT_ROOT, instance_yaml
 
@@ -237,18 +237,7 @@ def dagster_ui(
     log_path = tmp_path / "dagster-dev.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dagster",
-                "dev",
-                "-w",
-                str(PROJECT_ROOT / "workspace.yaml"),
-                "-p",
-                str(port),
-                "-h",
-                "127.0.0.1",
-            ],
+            dagster_dev_command(port),
             cwd=PROJECT_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
