@@ -3,52 +3,97 @@
 Airtable allows 5 requests per second per base and blocks the base for 30 seconds after a
 429, so a healthy run must never provoke one. Every client (and thread) talking to the same
 base through the same endpoint shares one `RequestPacer`, obtained with `pacer_for`.
+
+The rule: request *k + 5* may start only once request *k* has completed and a full window
+(1 s at 5 req/s) has passed since. Airtable received request *k* before it answered, and
+request *k + 5* reaches Airtable after we send it, so the two arrivals are at least a window
+apart on Airtable's clock whatever the network delays: no margin needs guessing. Measured from
+the *start* of request *k* instead, a margin must absorb the delays and is paid on every
+window; completion anchoring pays only the request's own duration (milliseconds).
+
+A request still unanswered when its start-anchored deadline (start + window + margin) comes does
+not hold the others up further: from then on they fall back to that deadline, the rule used by
+clients that cannot see completions.
 """
 
 import math
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 
-# Slack added to each window: the server timestamps arrivals, not our sends, so network and
-# scheduling jitter must not push a request into the previous window.
+# Fallback slack for requests whose completion is not known in time: the server timestamps
+# arrivals, not our sends, so network and scheduling jitter must not push a request into the
+# previous window.
 DEFAULT_MARGIN_SECONDS = 0.1
 
 
-class RequestPacer:
-    """Admits at most ``floor(rate)`` request starts in any window of ``burst/rate + margin`` s.
+@dataclass
+class _Ticket:
+    start: float
+    end: float | None = None
 
-    Callers reserve the earliest slot under a lock and sleep outside it, so waiting threads
-    never block each other's bookkeeping.
+
+class RequestPacer:
+    """Admits at most ``floor(rate)`` request arrivals in any window of ``burst/rate`` seconds.
+
+    Callers reserve the earliest admissible slot under a lock and sleep outside it, so waiting
+    threads never block each other's bookkeeping. Each caller reports its request's completion
+    with `done()` (a thread's next `acquire()` also completes its previous request).
     """
 
     def __init__(self, rate: float, margin_seconds: float = DEFAULT_MARGIN_SECONDS) -> None:
         self.margin_seconds = margin_seconds
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._own = threading.local()
         self.set_rate(rate)
 
     def set_rate(self, rate: float) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
-        with self._lock:
+        with self._changed:
             self.rate = rate
             self.burst = max(1, math.floor(rate))
-            self.window = self.burst / rate + self.margin_seconds
-            previous = list(getattr(self, "_slots", ()))
-            self._slots: deque[float] = deque(previous[-self.burst :], maxlen=self.burst)
+            self.window = self.burst / rate
+            previous = list(getattr(self, "_tickets", ()))
+            self._tickets: deque[_Ticket] = deque(previous[-self.burst :], maxlen=self.burst)
 
     def acquire(self) -> float:
         """Block until this request may start; returns the seconds waited."""
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._slots[-1]) if self._slots else now
-            if len(self._slots) == self.burst:
-                slot = max(slot, self._slots[0] + self.window)
-            self._slots.append(slot)
-        wait = slot - now
+        asked = time.monotonic()
+        self.done()
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                slot = max(now, self._tickets[-1].start) if self._tickets else now
+                if len(self._tickets) == self.burst:
+                    oldest = self._tickets[0]
+                    deadline = oldest.start + self.window + self.margin_seconds
+                    if oldest.end is not None:
+                        slot = max(slot, min(oldest.end + self.window, deadline))
+                    elif now < deadline:
+                        # Still in flight: its answer (or the fallback deadline) decides.
+                        self._changed.wait(timeout=deadline - now)
+                        continue
+                    else:
+                        slot = max(slot, deadline)
+                ticket = _Ticket(slot)
+                self._tickets.append(ticket)
+                self._own.ticket = ticket
+                break
+        wait = slot - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        return max(wait, 0.0)
+        return max(time.monotonic() - asked, 0.0)
+
+    def done(self) -> None:
+        """The calling thread's current request has been answered (or has failed)."""
+        ticket: _Ticket | None = getattr(self._own, "ticket", None)
+        if ticket is None or ticket.end is not None:
+            return
+        with self._changed:
+            ticket.end = max(time.monotonic(), ticket.start)
+            self._changed.notify_all()
 
 
 _registry: dict[tuple[str, str], RequestPacer] = {}

@@ -2,7 +2,8 @@
 
 urllib3 runs the retry loop inside one adapter ``send``, so the adapter paces the first
 attempt and `AirtableRetry.sleep` paces every re-send: every HTTP attempt, retries included,
-goes through the shared per-base pacer and is counted.
+goes through the shared per-base pacer and is counted, and each attempt's completion is
+reported to the pacer (which anchors its windows on completions).
 """
 
 import logging
@@ -107,6 +108,8 @@ class AirtableRetry(Retry):
             status if status is not None else "connection error",
             len(self.history),
         )
+        if self.pacer is not None:
+            self.pacer.done()  # the failed attempt has been answered
         super().sleep(response)
         if self.pacer is not None:
             self.pacer.acquire()
@@ -135,4 +138,6 @@ class PacedAdapter(HTTPAdapter):
             self.on_attempt()
             return super().send(request, *args, **kwargs)
         finally:
+            if self.pacer is not None:
+                self.pacer.done()
             _current.path = None

@@ -7,6 +7,7 @@ a single 429 occurs. Asserted from the emulator's request log, not from wall-clo
 """
 
 import threading
+import time
 
 from reconcile_pipeline.airtable.client import AirtableClient
 from reconcile_pipeline.emulator import run_emulator
@@ -40,3 +41,58 @@ def test_burst_from_two_threads_never_exceeds_five_per_second() -> None:
     busiest = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
     assert busiest <= 5
     assert sum(c.requests_sent for c in clients) == 2 * REQUESTS_PER_THREAD
+
+
+def test_each_window_starts_after_the_answer_to_the_request_it_follows() -> None:
+    """Requests of varied length: request k + burst never starts before request k was answered
+    plus a window, or (for an answer slower than the margin) the start-anchored deadline.
+    Lower bounds only: a slow machine can make the pacer later, never earlier."""
+    from reconcile_pipeline.airtable.pacing import RequestPacer
+
+    pacer = RequestPacer(rate=5, margin_seconds=0.1)
+    spans: list[tuple[float, float, float]] = []  # asked, started, answered
+    for duration in [0.002, 0.03, 0.15, 0.0, 0.01] * 3:
+        asked = time.monotonic()  # the slot is no earlier than this
+        pacer.acquire()
+        started = time.monotonic()
+        time.sleep(duration)
+        answered = time.monotonic()  # done() reads the clock after this
+        pacer.done()
+        spans.append((asked, started, answered))
+
+    for (asked, _, answered), later in zip(spans, spans[pacer.burst :], strict=False):
+        earliest = min(answered + pacer.window, asked + pacer.window + pacer.margin_seconds)
+        assert later[1] >= earliest - 1e-6
+
+
+def test_an_unanswered_request_holds_the_others_only_until_its_fallback_deadline() -> None:
+    from reconcile_pipeline.airtable.pacing import RequestPacer
+
+    pacer = RequestPacer(rate=1, margin_seconds=0.1)
+    hung_started = threading.Event()
+    release_hung = threading.Event()
+    asked: list[float] = []
+
+    def hung_request() -> None:
+        asked.append(time.monotonic())  # its slot can be no earlier than this
+        pacer.acquire()
+        hung_started.set()
+        release_hung.wait(timeout=30)  # no answer until the other request went out
+        pacer.done()
+
+    def next_request() -> None:
+        pacer.acquire()
+        asked.append(time.monotonic())
+
+    hung = threading.Thread(target=hung_request)
+    hung.start()
+    assert hung_started.wait(timeout=10)
+    waiter = threading.Thread(target=next_request)
+    waiter.start()
+    waiter.join(timeout=10)
+    went_out = not waiter.is_alive()
+    release_hung.set()
+    hung.join()
+
+    assert went_out  # it did not wait for the hung request's answer
+    assert asked[1] - asked[0] >= pacer.window + 0.1 - 1e-6  # but kept the start-anchored deadline
