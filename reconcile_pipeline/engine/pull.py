@@ -138,6 +138,7 @@ def _apply_batch(
     insert_rows: list[dict] = []
     update_rows: list[dict] = []
     state_rows: list[dict] = []
+    touched: list[tuple[str, str, str | None]] = []
     history: list[dict] = []
     conflicts: list[dict] = []
 
@@ -212,19 +213,13 @@ def _apply_batch(
                     )
                 )
             elif modified is not None and modified != state.airtable_modified_at:
-                state_rows.append(
-                    _state_row(
-                        record_id,
-                        state.base_values,
-                        modified,
-                        created,
-                        bump=0,
-                        echo_pending=state.echo_pending,
-                    )
+                touched.append(
+                    (record_id, modified.isoformat(), created.isoformat() if created else None)
                 )
         repo.insert_leads(conn, insert_rows)
         repo.update_leads(conn, update_rows)
         repo.upsert_states(conn, state_rows)
+        repo.touch_states(conn, touched)
         repo.insert_history(conn, history, run)
         repo.insert_conflicts(conn, conflicts, run)
         repo.quarantine(conn, quarantine_rows, "pull", run)
@@ -310,8 +305,9 @@ def _merge_lead(
     # A value that must reach Airtable needs the lead dirty; the portal's own edit usually made it
     # so already, a merge_lines result may not have.
     bump = int(needs_push and not (state is not None and state.dirty))
+    changed = {column: value for column, value in new_row.items() if value != current[column]}
     return {
-        "row": {repo.mapping.key_column: record_id, **new_row} if new_row != current else None,
+        "row": {repo.mapping.key_column: record_id, **changed} if changed else None,
         "base": new_base,
         "history": history,
         "conflicts": conflicts,

@@ -208,8 +208,7 @@ def _apply_postgres_side(
             continue
         conflicts.extend(plan.conflicts)
         if plan.postgres_writes:
-            row = {repo.mapping.key_column: rid, **plan.lead.portal_values, **plan.postgres_writes}
-            rows.append(row)
+            rows.append({repo.mapping.key_column: rid, **plan.postgres_writes})
             history.extend(
                 {
                     "record_id": rid,

@@ -21,6 +21,10 @@ from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.convert import from_postgres
 from reconcile_pipeline.engine.mapping import STAGING_SQL_TYPES, TableMapping
 
+# Distinct column sets written with a statement each before the rest share one (see
+# `Repository.update_leads`).
+MAX_UPDATE_SHAPES = 4
+
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
@@ -67,10 +71,8 @@ class Repository:
         self.table_sql = f"{_quote(mapping.postgres_schema)}.{_quote(mapping.postgres_table)}"
         self.key_sql = _quote(mapping.key_column)
         self._columns = [f.column for f in mapping.fields]
-        self._record_def = ", ".join(
-            [f"{self.key_sql} text"]
-            + [f"{_quote(f.column)} {STAGING_SQL_TYPES[f.kind]}" for f in mapping.fields]
-        )
+        self._staging_types = {f.column: STAGING_SQL_TYPES[f.kind] for f in mapping.fields}
+        self._record_def = self._staging_def(self._columns)
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -269,19 +271,74 @@ class Repository:
     def update_leads(
         self, conn: Connection, rows: Sequence[dict], columns: Sequence[str] | None = None
     ) -> int:
-        """Write mapped columns (all, or `columns`) of existing leads; others are never touched."""
-        if not rows:
-            return 0
-        assignments = ", ".join(f"{_quote(c)} = s.{_quote(c)}" for c in (columns or self._columns))
-        result = conn.execute(
+        """Write the mapped columns each row carries (only `columns`, when given) to existing
+        leads; columns a row does not carry, and unmapped columns, are never touched.
+
+        Rows are grouped by the set of columns they carry, one statement per set: a pull where
+        Airtable changed one field on 10k records sends and parses that field alone, not the
+        whole row. Past `MAX_UPDATE_SHAPES` distinct sets, the remaining rows go in one statement
+        that keeps each column a row does not carry (`CASE` on the row's column list).
+        """
+        allowed = [c for c in self._columns if columns is None or c in columns]
+        shapes: dict[tuple[str, ...], list[dict]] = {}
+        for row in rows:
+            shape = tuple(c for c in allowed if c in row)
+            if shape:
+                shapes.setdefault(shape, []).append(row)
+        ordered = sorted(shapes.items(), key=lambda item: -len(item[1]))
+        updated = 0
+        for shape, group in ordered[:MAX_UPDATE_SHAPES]:
+            updated += self._update_shape(conn, shape, group)
+        rest = [row for _, group in ordered[MAX_UPDATE_SHAPES:] for row in group]
+        if rest:
+            updated += self._update_sparse(conn, allowed, rest)
+        return updated
+
+    def _staging_def(self, columns: Sequence[str], extra: str = "") -> str:
+        return ", ".join(
+            [f"{self.key_sql} text"]
+            + [f"{_quote(c)} {self._staging_types[c]}" for c in columns]
+            + ([extra] if extra else [])
+        )
+
+    def _update_shape(self, conn: Connection, shape: Sequence[str], rows: Sequence[dict]) -> int:
+        assignments = ", ".join(f"{_quote(c)} = s.{_quote(c)}" for c in shape)
+        payload = [
+            {self.mapping.key_column: r[self.mapping.key_column]} | {c: r[c] for c in shape}
+            for r in rows
+        ]
+        return conn.execute(
             text(
                 f"UPDATE {self.table_sql} AS l SET {assignments} "
-                f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s({self._record_def}) "
+                f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s({self._staging_def(shape)}) "
                 f"WHERE l.{self.key_sql} = s.{self.key_sql}"
             ),
-            {"rows": _json(rows)},
+            {"rows": _json(payload)},
+        ).rowcount
+
+    def _update_sparse(self, conn: Connection, allowed: Sequence[str], rows: Sequence[dict]) -> int:
+        assignments = ", ".join(
+            f"{_quote(c)} = CASE WHEN CAST(:{f'c{i}'} AS text) = ANY(s._columns) "
+            f"THEN s.{_quote(c)} ELSE l.{_quote(c)} END"
+            for i, c in enumerate(allowed)
         )
-        return result.rowcount
+        payload = [
+            {
+                self.mapping.key_column: r[self.mapping.key_column],
+                "_columns": [c for c in allowed if c in r],
+            }
+            | {c: r[c] for c in allowed if c in r}
+            for r in rows
+        ]
+        return conn.execute(
+            text(
+                f"UPDATE {self.table_sql} AS l SET {assignments} "
+                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+                f"AS s({self._staging_def(allowed, '_columns text[]')}) "
+                f"WHERE l.{self.key_sql} = s.{self.key_sql}"
+            ),
+            {"rows": _json(payload), **{f"c{i}": c for i, c in enumerate(allowed)}},
+        ).rowcount
 
     def upsert_states(self, conn: Connection, rows: Sequence[dict]) -> None:
         """Rows: record_id, base_values, modified_at, created_at, bump, echo_pending, deleted_at."""
@@ -309,6 +366,28 @@ class Repository:
                 "echo_pending = excluded.echo_pending, deleted_at = excluded.deleted_at"
             ),
             {"t": self.mapping.name, "rows": _json(rows)},
+        )
+
+    def touch_states(self, conn: Connection, rows: Sequence[tuple[str, str, str | None]]) -> None:
+        """Record that Airtable modified records without moving their merge base.
+
+        Rows: (record_id, modified_at, created_at) as ISO strings. The common case of a pull
+        (Airtable-owned fields changed) needs only these timestamps, the stale-snapshot guard's
+        input, so it skips the upsert's base rewrite.
+        """
+        if not rows:
+            return
+        record_ids, modified, created = (list(column) for column in zip(*rows, strict=True))
+        conn.execute(
+            text(
+                "UPDATE reconcile.sync_state AS st SET airtable_modified_at = s.modified_at, "
+                "airtable_created_at = coalesce(st.airtable_created_at, s.created_at), "
+                "last_pulled_at = now() "
+                "FROM unnest(CAST(:ids AS text[]), CAST(:modified AS timestamptz[]), "
+                "CAST(:created AS timestamptz[])) AS s(record_id, modified_at, created_at) "
+                "WHERE st.table_key = :t AND st.airtable_record_id = s.record_id"
+            ),
+            {"t": self.mapping.name, "ids": record_ids, "modified": modified, "created": created},
         )
 
     def mark_pushed(self, conn: Connection, rows: Sequence[dict]) -> None:
@@ -479,7 +558,21 @@ class Repository:
     def release_quarantine(
         self, conn: Connection, record_ids: Iterable[str], direction: str
     ) -> int:
-        ids = list(record_ids)
+        """Release the held records among `record_ids` (they came back valid).
+
+        Reads the few open holds first and updates only those it finds: a 2000-record batch
+        with nothing quarantined costs one small index read, not a 2000-id probe.
+        """
+        held = set(
+            conn.execute(
+                text(
+                    "SELECT airtable_record_id FROM reconcile.quarantine WHERE table_key = :t "
+                    "AND direction = :d AND released_at IS NULL"
+                ),
+                {"t": self.mapping.name, "d": direction},
+            ).scalars()
+        )
+        ids = [record_id for record_id in record_ids if record_id in held]
         if not ids:
             return 0
         return conn.execute(

@@ -168,8 +168,17 @@ def test_a_seeded_loop_fails_the_blocking_check_and_stops_the_push(
     ids = emulator.seed_records(BASE, TABLE, [lead_fields(i) for i in range(3)])
     key = partition_key_for(dt.datetime.now(dt.UTC))
     assert materialize(resources, partition_key=key).success
-    # Break origin tagging: the trigger now takes the reconciler's own writes for portal edits.
+    # Break origin tagging: the trigger now takes the reconciler's own writes for portal edits
+    # (neither its WHEN condition nor its body looks at the tag any more).
     with engine.begin() as conn:
+        conn.execute(
+            text(
+                "DROP TRIGGER reconcile_capture_portal_change ON leads; "
+                "CREATE TRIGGER reconcile_capture_portal_change AFTER INSERT OR UPDATE ON leads "
+                "FOR EACH ROW EXECUTE FUNCTION "
+                "reconcile.capture_portal_change('leads', 'airtable_record_id')"
+            )
+        )
         definition = conn.execute(
             text("SELECT pg_get_functiondef('reconcile.capture_portal_change'::regproc)")
         ).scalar_one()

@@ -229,3 +229,70 @@ def test_quarantine_growth_counts_only_records_first_held_by_the_run(engine, rep
     apply_records(repo, [airtable_record(bad, Email=None)], RunContext(run_id="retry"))
     assert quarantine_growth(repo, "retry").passed is True  # still held, but not new
     assert quarantine_growth(repo, "retry").figures["held_in_total"] == 1
+
+
+def test_an_airtable_only_edit_still_moves_the_stale_snapshot_guard(engine, repo):
+    """An edit of Airtable-owned fields moves no merge base; the modified time it records is
+    still what keeps a late, older snapshot from undoing it."""
+    import datetime as dt
+
+    rid = record_id(110)
+    first = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
+    apply_records(repo, [airtable_record(rid, Status="New", modified=first)], RUN)
+    edited = first + dt.timedelta(hours=1)
+    apply_records(repo, [airtable_record(rid, Status="Qualified", modified=edited)], RUN)
+
+    late = apply_records(
+        repo,
+        [airtable_record(rid, Status="Contacted", modified=first + dt.timedelta(minutes=30))],
+        RUN,
+    )
+
+    assert late.stale_skipped == 1
+    assert lead(engine, rid)["status"] == "Qualified"
+
+
+# Each record changes a different set of Airtable-owned fields: more distinct sets than the
+# repository writes with a statement each, so the shared statement runs as well.
+FIELD_EDITS = [
+    {"Status": "Qualified"},
+    {"SMS Sent Count": 4},
+    {"Company": "Initech"},
+    {"Title": "CTO", "Status": "Contacted"},
+    {"Phone": "+15550100"},
+    {"Last Name": "Byron", "SMS Sent Count": 9},
+    {"Status": "Qualified"},
+]
+
+
+def test_each_changed_column_is_written_and_nothing_else_is(engine, repo):
+    from reconcile_pipeline.engine.repository import MAX_UPDATE_SHAPES
+
+    assert len({tuple(edit) for edit in FIELD_EDITS}) > MAX_UPDATE_SHAPES
+    rids = [record_id(200 + i) for i in range(len(FIELD_EDITS))]
+    apply_records(repo, [airtable_record(rid, Company="Acme") for rid in rids], RUN)
+    with engine.begin() as conn:  # a local-only column the sync must never touch
+        conn.execute(text("UPDATE leads SET portal_priority = 3"))
+    before = {rid: lead(engine, rid) for rid in rids}
+
+    result = apply_records(
+        repo,
+        [
+            airtable_record(rid, **{"Company": "Acme", **edit})
+            for rid, edit in zip(rids, FIELD_EDITS, strict=True)
+        ],
+        RUN,
+    )
+
+    assert result.updated == len(rids)
+    columns = {
+        "Status": "status",
+        "SMS Sent Count": "sms_sent_count",
+        "Company": "company",
+        "Title": "title",
+        "Phone": "phone",
+        "Last Name": "last_name",
+    }
+    for rid, edit in zip(rids, FIELD_EDITS, strict=True):
+        expected = {**before[rid], **{columns[name]: value for name, value in edit.items()}}
+        assert lead(engine, rid) == expected
