@@ -172,6 +172,71 @@ def test_edit_during_an_in_flight_push_stays_dirty(emulator, engine, reconcile, 
     assert repo.count_dirty() == 0
 
 
+def test_a_second_push_for_the_base_waits_for_the_first_and_sends_nothing_again(
+    emulator, engine, reconcile, repo, client
+):
+    """Two pushes for the same base at once: the second blocks on the advisory lock while the
+    first is in flight, then finds nothing dirty; each lead reaches Airtable exactly once."""
+    import threading
+    import uuid
+
+    from reconcile_pipeline.airtable.client import AirtableClient
+    from reconcile_pipeline.engine.context import RunContext
+    from reconcile_pipeline.engine.push import push_dirty
+
+    rids = [seed(emulator, Email=f"c{i}@example.com") for i in range(3)]
+    reconcile()
+    for rid in rids:
+        portal_write(engine, rid, claimed_by="ana")
+    writes_before = writes(emulator)
+    first_in_flight, let_first_finish = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def hold(plans):
+        first_in_flight.set()
+        let_first_finish.wait(timeout=30)
+
+    def push(name: str, airtable, after_plan=None) -> None:
+        run = RunContext(run_id=f"{name}-{uuid.uuid4().hex[:6]}")
+        results[name] = push_dirty(
+            repo, airtable, run, lock_name="base-under-test", after_plan=after_plan
+        )
+
+    second_client = AirtableClient(
+        emulator.token, BASE, TABLE, endpoint_url=emulator.url, requests_per_second=0
+    )
+    first = threading.Thread(target=push, args=("first", client, hold))
+    second = threading.Thread(target=push, args=("second", second_client))
+    first.start()
+    assert first_in_flight.wait(timeout=30)
+    second.start()
+    waiting = False
+    for _ in range(300):  # until the second push is seen queued on the lock (≤ 30 s)
+        with engine.connect() as conn:
+            waiting = (
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    )
+                ).scalar_one()
+                == 1
+            )
+        if waiting:
+            break
+        threading.Event().wait(0.1)
+    second_done_early = "second" in results
+    let_first_finish.set()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    second_client.close()
+
+    assert waiting and not second_done_early
+    assert results["first"].updated == 3
+    assert results["second"].dirty == 0
+    assert writes(emulator) - writes_before == 1  # one PATCH of three records, sent once
+    assert all(airtable_fields(emulator, rid)["Claimed By"] == "ana" for rid in rids)
+
+
 def test_a_batch_with_one_rejected_record_pushes_nine_and_quarantines_one(
     emulator, engine, reconcile
 ):
