@@ -39,11 +39,14 @@ TARGET_REQUESTS, TARGET_WALL, TARGET_ROWS = 1.05, 1.10, 50_000
 
 
 class StatementTimer:
-    """Time spent inside PostgreSQL statements (client round trip included)."""
+    """Time spent inside PostgreSQL statements (client round trip included), per statement
+    kind (its first words), and the rows the writes affected."""
 
     def __init__(self, engine) -> None:
         self.seconds = 0.0
         self.enabled = False
+        self.by_kind: dict[str, float] = {}
+        self.rows_written = 0
         event.listen(engine, "before_cursor_execute", self._before)
         event.listen(engine, "after_cursor_execute", self._after)
 
@@ -51,8 +54,15 @@ class StatementTimer:
         conn.info["bench_started"] = time.perf_counter()
 
     def _after(self, conn, cursor, statement, parameters, context, executemany):
-        if self.enabled:
-            self.seconds += time.perf_counter() - conn.info.pop("bench_started")
+        if not self.enabled:
+            return
+        spent = time.perf_counter() - conn.info.pop("bench_started")
+        self.seconds += spent
+        words = statement.split()
+        kind = " ".join(words[:3] if words[0] in ("INSERT", "UPDATE") else words[:1])
+        self.by_kind[kind] = self.by_kind.get(kind, 0.0) + spent
+        if words[0] in ("INSERT", "UPDATE") and cursor.rowcount > 0:
+            self.rows_written += cursor.rowcount
 
 
 def api_requests(emulator) -> int:
@@ -67,11 +77,16 @@ def baseline(engine, emulator, client, pulled_ids, pushed_ids) -> tuple[int, flo
     with engine.begin() as conn:
         conn.execute(text("SET LOCAL reconcile.origin = 'reconciler'"))
         for record in records:
-            conn.execute(text("SELECT * FROM leads WHERE airtable_record_id = :r"),
-                         {"r": record["id"]}).all()
-            conn.execute(text("UPDATE leads SET sms_sent_count = :n, updated_at = now() "
-                              "WHERE airtable_record_id = :r"),
-                         {"n": record["fields"].get("SMS Sent Count"), "r": record["id"]})
+            conn.execute(
+                text("SELECT * FROM leads WHERE airtable_record_id = :r"), {"r": record["id"]}
+            ).all()
+            conn.execute(
+                text(
+                    "UPDATE leads SET sms_sent_count = :n, updated_at = now() "
+                    "WHERE airtable_record_id = :r"
+                ),
+                {"n": record["fields"].get("SMS Sent Count"), "r": record["id"]},
+            )
     for rid in pushed_ids:
         client.table.get(rid)
         client.table.update(rid, {"Claimed By": "baseline"})
@@ -95,25 +110,36 @@ def main() -> int:
         repo.register_tracked_columns()
         now = dt.datetime.now(dt.UTC)
         leads, created, _ = demo_leads(args.records, now)
-        ids = emulator.seed_records(BASE, TABLE, leads, created_time=[now - dt.timedelta(days=2)]
-                                    * len(leads), modified_time=[now - dt.timedelta(days=1)]
-                                    * len(leads))
+        ids = emulator.seed_records(
+            BASE,
+            TABLE,
+            leads,
+            created_time=[now - dt.timedelta(days=2)] * len(leads),
+            modified_time=[now - dt.timedelta(days=1)] * len(leads),
+        )
         apply_records(repo, emulator.all_records(BASE, TABLE), RunContext(run_id="initial"))
         for n, rid in enumerate(ids):  # 10k Airtable edits (an SMS automation)
             emulator.update_record_fields(BASE, TABLE, rid, {"SMS Sent Count": 10 + n % 7})
         with engine.begin() as conn:  # 1k portal edits (claims), untagged like the portal
-            conn.execute(text("UPDATE leads SET claimed_by = 'rep-' || id::text "
-                              "WHERE airtable_record_id = ANY(:ids)"),
-                         {"ids": ids[: args.portal_edits]})
-        client = AirtableClient(emulator.token, BASE, TABLE, endpoint_url=emulator.url,
-                                requests_per_second=RATE)
+            conn.execute(
+                text(
+                    "UPDATE leads SET claimed_by = 'rep-' || id::text "
+                    "WHERE airtable_record_id = ANY(:ids)"
+                ),
+                {"ids": ids[: args.portal_edits]},
+            )
+        client = AirtableClient(
+            emulator.token, BASE, TABLE, endpoint_url=emulator.url, requests_per_second=RATE
+        )
         client.table_schema()  # metadata read once at start, outside the measurement
         emulator.reset_request_log()
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
-        run = RunContext(run_id=f"bench-{uuid.uuid4().hex[:8]}",
-                         window_start=now - dt.timedelta(minutes=20),
-                         window_end=now + dt.timedelta(minutes=20))
+        run = RunContext(
+            run_id=f"bench-{uuid.uuid4().hex[:8]}",
+            window_start=now - dt.timedelta(minutes=20),
+            window_end=now + dt.timedelta(minutes=20),
+        )
         started = time.monotonic()
         fetched = fetch_window(repo, client, run, overlap=dt.timedelta(minutes=5))
         timer = StatementTimer(engine)
@@ -125,41 +151,68 @@ def main() -> int:
         pushed = push_window(repo, client, run, lock_name="bench")
         wall = time.monotonic() - started
         requests = api_requests(emulator)
+        rate_limited = sum(1 for e in emulator.request_log()["entries"] if e["status"] == 429)
 
-        floor = math.ceil(len(fetched.records) / 100) + math.ceil(pushed.updated / 10) + \
-            pushed.reread_requests
+        floor = (
+            math.ceil(len(fetched.records) / 100)
+            + math.ceil(pushed.updated / 10)
+            + pushed.reread_requests
+        )
         wall_floor = floor / RATE
         rows_per_second = pulled.pulled / timer.seconds
         stage_rows_per_second = pulled.pulled / stage1_seconds
-        print(f"workload: {len(fetched.records)} records pulled, {pushed.updated} leads pushed "
-              f"({pushed.reread_requests} re-read requests)")
-        print(f"requests: {requests}  floor: {floor}  ratio: {requests / floor:.3f} "
-              f"(target ≤ {TARGET_REQUESTS})")
-        print(f"wall time: {wall:.1f} s  floor: {wall_floor:.1f} s at {RATE:g} req/s  ratio: "
-              f"{wall / wall_floor:.3f} (target ≤ {TARGET_WALL})")
-        print(f"stage 1 PostgreSQL statements: {pulled.pulled} rows in {timer.seconds:.2f} s = "
-              f"{rows_per_second:,.0f} rows/s (target ≥ {TARGET_ROWS:,})")
-        print(f"stage 1 whole (PostgreSQL + per-field merge in Python): {stage1_seconds:.2f} s = "
-              f"{stage_rows_per_second:,.0f} rows/s; {stage1_seconds / wall:.1%} of wall time")
-        print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB "
-              f"(before the run: {rss_before / 1024:.0f} MiB)")
+        print(
+            f"workload: {len(fetched.records)} records pulled, {pushed.updated} leads pushed "
+            f"({pushed.reread_requests} re-read requests)"
+        )
+        print(
+            f"requests: {requests}  floor: {floor}  ratio: {requests / floor:.3f} "
+            f"(target ≤ {TARGET_REQUESTS})"
+        )
+        print(
+            f"wall time: {wall:.1f} s  floor: {wall_floor:.1f} s at {RATE:g} req/s  ratio: "
+            f"{wall / wall_floor:.3f} (target ≤ {TARGET_WALL}); 429 responses: {rate_limited}"
+        )
+        print(
+            f"stage 1 PostgreSQL statements: {pulled.pulled} rows in {timer.seconds:.2f} s = "
+            f"{rows_per_second:,.0f} rows/s (target ≥ {TARGET_ROWS:,})"
+        )
+        slowest = sorted(timer.by_kind.items(), key=lambda item: -item[1])[:5]
+        print("  of which: " + ", ".join(f"{kind} {seconds:.3f} s" for kind, seconds in slowest))
+        print(
+            f"  rows those statements wrote (leads, sync state, history, …): "
+            f"{timer.rows_written:,} = {timer.rows_written / timer.seconds:,.0f} rows/s"
+        )
+        print(
+            f"stage 1 whole (PostgreSQL + per-field merge in Python): {stage1_seconds:.2f} s = "
+            f"{stage_rows_per_second:,.0f} rows/s; {stage1_seconds / wall:.1%} of wall time"
+        )
+        print(
+            f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB "
+            f"(before the run: {rss_before / 1024:.0f} MiB)"
+        )
 
-        slice_pull, slice_push = ids[: args.baseline_pull], ids[-args.baseline_push:]
+        slice_pull, slice_push = ids[: args.baseline_pull], ids[-args.baseline_push :]
         base_requests, base_wall = baseline(engine, emulator, client, slice_pull, slice_push)
-        scale_requests = (math.ceil(args.records / 100) + 2 * pushed.updated)
+        scale_requests = math.ceil(args.records / 100) + 2 * pushed.updated
         # Per-record cost measured on the slice, scaled linearly to the full workload.
         push_share = 2 * len(slice_push) / RATE
         pull_share = max(base_wall - push_share, 0.0)
         scaled_wall = pull_share * args.records / len(slice_pull) + 2 * pushed.updated / RATE
-        print(f"seeds' algorithm on a slice ({len(slice_pull)} pulled, {len(slice_push)} "
-              f"pushed): {base_requests} requests in {base_wall:.1f} s; scaled linearly to "
-              f"this workload: ~{scale_requests} requests, ~{scaled_wall:.0f} s "
-              f"({scale_requests / requests:.1f}× our requests, {scaled_wall / wall:.1f}× our "
-              "wall time)")
+        print(
+            f"seeds' algorithm on a slice ({len(slice_pull)} pulled, {len(slice_push)} "
+            f"pushed): {base_requests} requests in {base_wall:.1f} s; scaled linearly to "
+            f"this workload: ~{scale_requests} requests, ~{scaled_wall:.0f} s "
+            f"({scale_requests / requests:.1f}× our requests, {scaled_wall / wall:.1f}× our "
+            "wall time)"
+        )
         engine.dispose()
         client.close()
-    ok = requests / floor <= TARGET_REQUESTS and wall / wall_floor <= TARGET_WALL \
+    ok = (
+        requests / floor <= TARGET_REQUESTS
+        and wall / wall_floor <= TARGET_WALL
         and rows_per_second >= TARGET_ROWS
+    )
     print("targets met" if ok else "TARGETS MISSED")
     return 0 if ok else 1
 
