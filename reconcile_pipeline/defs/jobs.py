@@ -8,9 +8,16 @@ from reconcile_pipeline.defs.config import ReconcileConfig
 from reconcile_pipeline.defs.metadata import markdown_table
 from reconcile_pipeline.defs.partitions import reconcile_windows
 from reconcile_pipeline.defs.resources import PostgresResource
+from reconcile_pipeline.defs.schedules import base_id_from_env, reconcile_run_tags
 from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.full_reconcile import full_reconcile
 from reconcile_pipeline.engine.sweep import delete_sweep
+
+# Every run of these jobs, however launched (launchpad, schedule, CLI backfill), carries the
+# base tag, so dagster.yaml's per-base limit queues a second run for the same base. Runs the UI
+# launches from the asset graph use Dagster's implicit asset job and carry no job tags; the
+# engine stays safe for them (row locks, the stale-snapshot guard and the push's advisory lock).
+BASE_RUN_TAGS = dict(reconcile_run_tags(base_id_from_env()))
 
 # In-process: a reconcile is I/O-bound and small; the multiprocess executor costs ~30 s of
 # process start-up per run on 2 cores (DESIGN §8).
@@ -19,6 +26,7 @@ reconcile_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*reconcile_assets),
     partitions_def=reconcile_windows,
     executor_def=dg.in_process_executor,
+    tags=BASE_RUN_TAGS,
     description="Pull the window's Airtable changes into PostgreSQL, then push portal edits.",
 )
 
@@ -77,12 +85,18 @@ def reconcile_everything(
     )
 
 
-@dg.job(description="Daily: list every Airtable record id and soft-delete vanished leads.")
+@dg.job(
+    tags=BASE_RUN_TAGS,
+    description="Daily: list every Airtable record id and soft-delete vanished leads.",
+)
 def delete_sweep_job() -> None:
     sweep_deleted_records()
 
 
-@dg.job(description="Weekly or on demand: the non-destructive full reconcile with drift report.")
+@dg.job(
+    tags=BASE_RUN_TAGS,
+    description="Weekly or on demand: the non-destructive full reconcile with drift report.",
+)
 def full_reconcile_job() -> None:
     reconcile_everything()
 

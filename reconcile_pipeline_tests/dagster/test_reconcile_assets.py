@@ -216,3 +216,56 @@ def test_a_seeded_duplicate_fails_the_blocking_check_and_stops_the_push(
     checks = check_results(result)
     assert checks["one_lead_per_airtable_record"] is False
     assert "airtable_push_results" not in materialized(result)
+
+
+def output_metadata(result) -> dict:
+    """The metadata a job's op attached to its output, as plain values."""
+    return {
+        key: entry.value
+        for event in result.all_node_events
+        if event.event_type_value == "STEP_OUTPUT"
+        for key, entry in event.event_specific_data.metadata.items()
+    }
+
+
+def test_sweep_and_full_reconcile_jobs_run_tagged_with_the_base_and_repair_drift(
+    emulator, resources, engine
+):
+    """The two maintenance jobs through real Dagster runs: each run carries the base tag the
+    per-base queue limit keys on; the sweep soft-deletes a vanished record and the full
+    reconcile reports and repairs a value changed behind the reconciler's back."""
+    from reconcile_pipeline.defs.jobs import delete_sweep_job, full_reconcile_job
+    from reconcile_pipeline.defs.schedules import BASE_TAG, base_id_from_env
+
+    ids = emulator.seed_records(BASE, TABLE, [lead_fields(i) for i in range(4)])
+    assert materialize(resources, partition_key=partition_key_for(dt.datetime.now(dt.UTC))).success
+    emulator.delete_record(BASE, TABLE, ids[0])
+    with engine.begin() as conn:  # drift: a write that bypassed both the portal and the sync
+        conn.execute(text("ALTER TABLE leads DISABLE TRIGGER USER"))
+        conn.execute(
+            text("UPDATE leads SET company = 'Drifted' WHERE airtable_record_id = :r"),
+            {"r": ids[1]},
+        )
+        conn.execute(text("ALTER TABLE leads ENABLE TRIGGER USER"))
+
+    sweep = delete_sweep_job.execute_in_process(resources=resources, raise_on_error=False)
+    full = full_reconcile_job.execute_in_process(resources=resources, raise_on_error=False)
+
+    assert sweep.success and full.success
+    assert sweep.dagster_run.tags[BASE_TAG] == full.dagster_run.tags[BASE_TAG] == base_id_from_env()
+    assert output_metadata(sweep)["soft_deleted"] == 1
+    assert output_metadata(full)["drifted_records"] == 1
+    assert output_metadata(full)["drift_by_field"] == {"company": 1}
+    with engine.connect() as conn:
+        company = conn.execute(
+            text("SELECT company FROM leads WHERE airtable_record_id = :r"), {"r": ids[1]}
+        ).scalar_one()
+        gone = conn.execute(
+            text(
+                "SELECT deleted_at IS NOT NULL FROM reconcile.sync_state "
+                "WHERE airtable_record_id = :r"
+            ),
+            {"r": ids[0]},
+        ).scalar_one()
+    assert gone is True
+    assert company != "Drifted"
