@@ -4,16 +4,17 @@ Airtable allows 5 requests per second per base and blocks the base for 30 second
 429, so a healthy run must never provoke one. Every client (and thread) talking to the same
 base through the same endpoint shares one `RequestPacer`, obtained with `pacer_for`.
 
-The rule: request *k + 5* may start only once request *k* has completed and a full window
+The rule: request *k + 5* may start only once request *k* has been answered and a full window
 (1 s at 5 req/s) has passed since. Airtable received request *k* before it answered, and
 request *k + 5* reaches Airtable after we send it, so the two arrivals are at least a window
-apart on Airtable's clock whatever the network delays: no margin needs guessing. Measured from
-the *start* of request *k* instead, a margin must absorb the delays and is paid on every
-window; completion anchoring pays only the request's own duration (milliseconds).
+apart on Airtable's clock whatever the network delays. Measured from the *start* of request *k*
+instead, a margin must absorb the delays and is paid on every window; anchoring on the answer
+pays only the request's own duration (milliseconds against Airtable's fast endpoints).
 
-A request still unanswered when its start-anchored deadline (start + window + margin) comes does
-not hold the others up further: from then on they fall back to that deadline, the rule used by
-clients that cannot see completions.
+A request whose answer takes longer than the margin does not hold the others up further: they
+fall back to its start-anchored deadline (start + window + margin), the rule for clients that
+cannot see answers. That fallback assumes, as before, that a request reaches Airtable within
+the margin of being sent (a slow answer is almost always slow processing, not a slow arrival).
 """
 
 import math
@@ -57,6 +58,7 @@ class RequestPacer:
             self.window = self.burst / rate
             previous = list(getattr(self, "_tickets", ()))
             self._tickets: deque[_Ticket] = deque(previous[-self.burst :], maxlen=self.burst)
+            self._changed.notify_all()
 
     def acquire(self) -> float:
         """Block until this request may start; returns the seconds waited."""

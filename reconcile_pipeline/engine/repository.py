@@ -21,10 +21,6 @@ from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.convert import from_postgres
 from reconcile_pipeline.engine.mapping import STAGING_SQL_TYPES, TableMapping
 
-# Distinct column sets written with a statement each before the rest share one (see
-# `Repository.update_leads`).
-MAX_UPDATE_SHAPES = 4
-
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
@@ -281,8 +277,8 @@ class Repository:
 
         Rows are grouped by the set of columns they carry, one statement per set: a pull where
         Airtable changed one field on 10k records sends and parses that field alone, not the
-        whole row. Past `MAX_UPDATE_SHAPES` distinct sets, the remaining rows go in one statement
-        that keeps each column a row does not carry (`CASE` on the row's column list).
+        whole row. (A single statement choosing per row with `CASE` would need a common type
+        for the staged and the stored value, which json and jsonb columns do not have.)
         """
         allowed = [c for c in self._columns if columns is None or c in columns]
         shapes: dict[tuple[str, ...], list[dict]] = {}
@@ -290,28 +286,17 @@ class Repository:
             shape = tuple(c for c in allowed if c in row)
             if shape:
                 shapes.setdefault(shape, []).append(row)
-        ordered = sorted(shapes.items(), key=lambda item: -len(item[1]))
-        updated = 0
-        for shape, group in ordered[:MAX_UPDATE_SHAPES]:
-            updated += self._update_shape(conn, shape, group)
-        rest = [row for _, group in ordered[MAX_UPDATE_SHAPES:] for row in group]
-        if rest:
-            updated += self._update_sparse(conn, allowed, rest)
-        return updated
+        return sum(self._update_shape(conn, shape, group) for shape, group in shapes.items())
 
-    def _staging_def(self, columns: Sequence[str], extra: str = "") -> str:
+    def _staging_def(self, columns: Sequence[str]) -> str:
         return ", ".join(
-            [f"{self.key_sql} text"]
-            + [f"{_quote(c)} {self._staging_types[c]}" for c in columns]
-            + ([extra] if extra else [])
+            [f"{self.key_sql} text"] + [f"{_quote(c)} {self._staging_types[c]}" for c in columns]
         )
 
     def _update_shape(self, conn: Connection, shape: Sequence[str], rows: Sequence[dict]) -> int:
+        key = self.mapping.key_column
         assignments = ", ".join(f"{_quote(c)} = s.{_quote(c)}" for c in shape)
-        payload = [
-            {self.mapping.key_column: r[self.mapping.key_column]} | {c: r[c] for c in shape}
-            for r in rows
-        ]
+        payload = [{key: row[key]} | {c: row[c] for c in shape} for row in rows]
         return conn.execute(
             text(
                 f"UPDATE {self.table_sql} AS l SET {assignments} "
@@ -319,30 +304,6 @@ class Repository:
                 f"WHERE l.{self.key_sql} = s.{self.key_sql}"
             ),
             {"rows": _json(payload)},
-        ).rowcount
-
-    def _update_sparse(self, conn: Connection, allowed: Sequence[str], rows: Sequence[dict]) -> int:
-        assignments = ", ".join(
-            f"{_quote(c)} = CASE WHEN CAST(:{f'c{i}'} AS text) = ANY(s._columns) "
-            f"THEN s.{_quote(c)} ELSE l.{_quote(c)} END"
-            for i, c in enumerate(allowed)
-        )
-        payload = [
-            {
-                self.mapping.key_column: r[self.mapping.key_column],
-                "_columns": [c for c in allowed if c in r],
-            }
-            | {c: r[c] for c in allowed if c in r}
-            for r in rows
-        ]
-        return conn.execute(
-            text(
-                f"UPDATE {self.table_sql} AS l SET {assignments} "
-                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
-                f"AS s({self._staging_def(allowed, '_columns text[]')}) "
-                f"WHERE l.{self.key_sql} = s.{self.key_sql}"
-            ),
-            {"rows": _json(payload), **{f"c{i}": c for i, c in enumerate(allowed)}},
         ).rowcount
 
     def upsert_states(self, conn: Connection, rows: Sequence[dict]) -> None:
