@@ -138,7 +138,7 @@ def _apply_batch(
     insert_rows: list[dict] = []
     update_rows: list[dict] = []
     state_rows: list[dict] = []
-    touched: list[tuple[str, str, str | None]] = []
+    touched: list[dict] = []
     history: list[dict] = []
     conflicts: list[dict] = []
 
@@ -214,7 +214,11 @@ def _apply_batch(
                 )
             elif modified is not None and modified != state.airtable_modified_at:
                 touched.append(
-                    (record_id, modified.isoformat(), created.isoformat() if created else None)
+                    {
+                        "record_id": record_id,
+                        "modified_at": modified.isoformat(),
+                        "created_at": created.isoformat() if created else None,
+                    }
                 )
         repo.insert_leads(conn, insert_rows)
         repo.update_leads(conn, update_rows)
@@ -250,7 +254,7 @@ def _merge_lead(
 ) -> dict:
     """Decide every mapped field of one existing lead."""
     base_values = dict(state.base_values) if state else {}
-    new_row = dict(current)
+    changed: dict[str, Any] = {}  # column → the value PostgreSQL takes (only where it differs)
     new_base = dict(base_values)
     history: list[dict] = []
     conflicts: list[dict] = []
@@ -260,7 +264,7 @@ def _merge_lead(
         airtable, portal = airtable_values[column], current[column]
         if not spec.portal_owned:
             if airtable != portal:
-                new_row[column] = airtable
+                changed[column] = airtable
                 history.append(
                     {
                         "record_id": record_id,
@@ -277,7 +281,7 @@ def _merge_lead(
         new_base[column] = merged.base
         needs_push = needs_push or merged.needs_push
         if merged.postgres_value != portal:
-            new_row[column] = merged.postgres_value
+            changed[column] = merged.postgres_value
             history.append(
                 {
                     "record_id": record_id,
@@ -305,7 +309,6 @@ def _merge_lead(
     # A value that must reach Airtable needs the lead dirty; the portal's own edit usually made it
     # so already, a merge_lines result may not have.
     bump = int(needs_push and not (state is not None and state.dirty))
-    changed = {column: value for column, value in new_row.items() if value != current[column]}
     return {
         "row": {repo.mapping.key_column: record_id, **changed} if changed else None,
         "base": new_base,

@@ -220,7 +220,7 @@ def _apply_postgres_side(
                 }
                 for col, value in plan.postgres_writes.items()
             )
-    repo.update_leads(conn, rows, columns=[f.column for f in repo.mapping.portal_fields])
+    repo.update_leads(conn, rows)
     repo.insert_history(conn, history, run)
     repo.insert_conflicts(conn, conflicts, run)
     return moved

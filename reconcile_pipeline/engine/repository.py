@@ -269,21 +269,18 @@ class Repository:
         )
         return result.rowcount
 
-    def update_leads(
-        self, conn: Connection, rows: Sequence[dict], columns: Sequence[str] | None = None
-    ) -> int:
-        """Write the mapped columns each row carries (only `columns`, when given) to existing
-        leads; columns a row does not carry, and unmapped columns, are never touched.
+    def update_leads(self, conn: Connection, rows: Sequence[dict]) -> int:
+        """Write the mapped columns each row carries to existing leads; columns a row does not
+        carry, and unmapped columns, are never touched.
 
         Rows are grouped by the set of columns they carry, one statement per set: a pull where
         Airtable changed one field on 10k records sends and parses that field alone, not the
         whole row. (A single statement choosing per row with `CASE` would need a common type
         for the staged and the stored value, which json and jsonb columns do not have.)
         """
-        allowed = [c for c in self._columns if columns is None or c in columns]
         shapes: dict[tuple[str, ...], list[dict]] = {}
         for row in rows:
-            shape = tuple(c for c in allowed if c in row)
+            shape = tuple(c for c in self._columns if c in row)
             if shape:
                 shapes.setdefault(shape, []).append(row)
         return sum(self._update_shape(conn, shape, group) for shape, group in shapes.items())
@@ -334,10 +331,10 @@ class Repository:
             {"t": self.mapping.name, "rows": _json(rows)},
         )
 
-    def touch_states(self, conn: Connection, rows: Sequence[tuple[str, str, str | None]]) -> None:
+    def touch_states(self, conn: Connection, rows: Sequence[dict]) -> None:
         """Record that Airtable modified records without moving their merge base.
 
-        Rows: (record_id, modified_at, created_at) as ISO strings. The common case of a pull
+        Rows: record_id, modified_at, created_at (ISO strings). The common case of a pull
         (Airtable-owned fields changed) needs only these timestamps, the stale-snapshot guard's
         input, so it skips the upsert's base rewrite.
         """
@@ -352,12 +349,7 @@ class Repository:
                 "modified_at timestamptz, created_at timestamptz) "
                 "WHERE st.table_key = :t AND st.airtable_record_id = s.record_id"
             ),
-            {
-                "t": self.mapping.name,
-                "rows": _json(
-                    [{"record_id": r, "modified_at": m, "created_at": c} for r, m, c in rows]
-                ),
-            },
+            {"t": self.mapping.name, "rows": _json(rows)},
         )
 
     def mark_pushed(self, conn: Connection, rows: Sequence[dict]) -> None:
