@@ -41,4 +41,24 @@ def prepare_environment(start_embedded: bool = True, migrate: bool = True) -> Da
         home.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(instance_yaml(), home / "dagster.yaml")
         os.environ["DAGSTER_HOME"] = str(home)
+    if migrate:
+        register_base_pool()
     return urls
+
+
+def register_base_pool() -> str:
+    """Give this base's concurrency pool its limit in the Dagster instance now.
+
+    The queued-run daemon creates a pool's limit (dagster.yaml's default, 1) only when it first
+    sees a queued run of it, and does not hold that run back in the same pass; registering the
+    pool up front closes that gap. A limit already set (`dagster instance concurrency set`) is
+    kept.
+    """
+    import dagster as dg
+
+    from reconcile_pipeline.defs.schedules import base_id_from_env, base_pool
+
+    pool = base_pool(base_id_from_env())
+    with dg.DagsterInstance.get() as instance:
+        instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
+    return pool

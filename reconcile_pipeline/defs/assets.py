@@ -17,6 +17,7 @@ from reconcile_pipeline.defs.config import PullConfig, ReconcileConfig
 from reconcile_pipeline.defs.metadata import markdown_table, window_metadata
 from reconcile_pipeline.defs.partitions import reconcile_windows
 from reconcile_pipeline.defs.resources import PostgresResource
+from reconcile_pipeline.defs.schedules import base_id_from_env, base_pool
 from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.frames import records_frame
 from reconcile_pipeline.engine.stages import fetch_window, merge_snapshot, push_window
@@ -24,8 +25,11 @@ from reconcile_pipeline.engine.validate import validate_mapping
 
 GROUP = "reconcile"
 OWNERS = ["team:revops-data"]
+# Every reconcile step of this base, however its run was launched, holds the base's pool.
+BASE_POOL = base_pool(base_id_from_env())
 COMMON = dict(
     partitions_def=reconcile_windows,
+    pool=BASE_POOL,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=GROUP,
     owners=OWNERS,

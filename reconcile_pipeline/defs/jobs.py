@@ -3,7 +3,7 @@
 import dagster as dg
 
 from reconcile_pipeline.airtable.resource import AirtableResource
-from reconcile_pipeline.defs.assets import lock_name, reconcile_assets
+from reconcile_pipeline.defs.assets import BASE_POOL, lock_name, reconcile_assets
 from reconcile_pipeline.defs.config import ReconcileConfig
 from reconcile_pipeline.defs.metadata import markdown_table
 from reconcile_pipeline.defs.partitions import reconcile_windows
@@ -14,9 +14,11 @@ from reconcile_pipeline.engine.full_reconcile import full_reconcile
 from reconcile_pipeline.engine.sweep import delete_sweep
 
 # Every run of these jobs, however launched (launchpad, schedule, CLI backfill), carries the
-# base tag, so dagster.yaml's per-base limit queues a second run for the same base. Runs the UI
-# launches from the asset graph use Dagster's implicit asset job and carry no job tags; the
-# engine stays safe for them (row locks, the stale-snapshot guard and the push's advisory lock).
+# base tag, so dagster.yaml's per-base tag limit queues a second run for the same base. Runs the
+# UI launches from the asset graph use Dagster's implicit asset job and carry no job tags; they
+# queue on the base's concurrency pool instead, which every reconcile asset and op declares.
+# The engine does not rely on either: row locks, the stale-snapshot guard and the push's
+# advisory lock keep overlapping runs safe.
 BASE_RUN_TAGS = dict(reconcile_run_tags(base_id_from_env()))
 
 # In-process: a reconcile is I/O-bound and small; the multiprocess executor costs ~30 s of
@@ -31,7 +33,10 @@ reconcile_job = dg.define_asset_job(
 )
 
 
-@dg.op(description="Soft-delete leads whose Airtable record is gone; restore reappeared ones.")
+@dg.op(
+    pool=BASE_POOL,
+    description="Soft-delete leads whose Airtable record is gone; restore reappeared ones.",
+)
 def sweep_deleted_records(
     context: dg.OpExecutionContext,
     config: ReconcileConfig,
@@ -47,7 +52,10 @@ def sweep_deleted_records(
     return dg.Output(None, metadata={**result.counts(), "dry_run": config.dry_run})
 
 
-@dg.op(description="Compare every record and field, repair drift through the normal paths.")
+@dg.op(
+    pool=BASE_POOL,
+    description="Compare every record and field, repair drift through the normal paths.",
+)
 def reconcile_everything(
     context: dg.OpExecutionContext,
     config: ReconcileConfig,

@@ -32,6 +32,16 @@ def base_id_from_env() -> str:
     return os.environ.get(AIRTABLE_BASE_ID_ENV) or DEFAULT_BASE_ID
 
 
+def base_pool(base_id: str) -> str:
+    """The Dagster concurrency pool every reconcile asset and op of a base belongs to.
+
+    dagster.yaml sets pools to run granularity with a default limit of 1: a run holding any
+    step of this pool occupies it for its whole duration. This covers the runs job tags cannot:
+    the UI's asset-graph "Materialize" and "Launch backfill" use Dagster's implicit asset job.
+    """
+    return f"reconcile_base_{base_id}"
+
+
 def reconcile_run_tags(base_id: str) -> Mapping[str, str]:
     """Tags every reconcile run must carry (the per-base concurrency limit keys on them)."""
     return {BASE_TAG: base_id}
