@@ -13,12 +13,13 @@ from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.full_reconcile import full_reconcile
 from reconcile_pipeline.engine.sweep import delete_sweep
 
-# Every run of these jobs, however launched (launchpad, schedule, CLI backfill), carries the
-# base tag, so dagster.yaml's per-base tag limit queues a second run for the same base. Runs the
-# UI launches from the asset graph use Dagster's implicit asset job and carry no job tags; they
-# queue on the base's concurrency pool instead, which every reconcile asset and op declares.
-# The engine does not rely on either: row locks, the stale-snapshot guard and the push's
-# advisory lock keep overlapping runs safe.
+# Every run of these jobs (launchpad, schedule, `reconcile backfill`) carries the base tag, so
+# dagster.yaml's per-base tag limit keeps a queued run waiting while another run of the base is in
+# progress. Runs the UI launches from the asset graph use Dagster's implicit asset job and carry
+# no job tags; they queue on the base's concurrency pool instead, which every reconcile asset and
+# op declares. In-process runs (`reconcile backfill`, the demo) hold both but skip the queue. The
+# engine does not rely on any of it: row locks, the stale-snapshot guard and the push's advisory
+# lock keep overlapping runs safe.
 BASE_RUN_TAGS = dict(reconcile_run_tags(base_id_from_env()))
 
 # In-process: a reconcile is I/O-bound and small; the multiprocess executor costs ~30 s of

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine
 from reconcile_pipeline.db.embedded import EmbeddedPostgres
 from reconcile_pipeline.demo.edits import trickle_step
 from reconcile_pipeline.demo.environment import airtable_target
-from reconcile_pipeline.instance import PROJECT_ROOT, prepare_environment
+from reconcile_pipeline.instance import PROJECT_ROOT, prepare_environment, register_base_pool
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ def dagster_dev_command(port: int) -> list[str]:
 def run_ui(port: int = 3000, trickle_seconds: float = 20.0) -> int:
     with EmbeddedPostgres().running(), airtable_target(port=EMULATOR_PORT) as target:
         urls = prepare_environment()
+        register_base_pool()  # before the daemon's first pass (see its docstring)
         engine = create_engine(urls.app)
         stop = threading.Event()
         if target.emulator is not None and trickle_seconds > 0:

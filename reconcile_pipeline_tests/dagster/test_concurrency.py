@@ -47,7 +47,8 @@ def instance(tmp_path, monkeypatch, postgres_server) -> Iterator[dg.DagsterInsta
     monkeypatch.setenv("AIRTABLE_TABLE", "Leads")
     monkeypatch.setenv("AIRTABLE_ENDPOINT_URL", "http://127.0.0.1:9")
     try:
-        register_base_pool()  # as every `reconcile` command that sets up the instance does
+        # As `reconcile ui` does before starting the daemon (the pool this import computed).
+        assert register_base_pool(BASE_POOL)
         with dg.DagsterInstance.get() as instance:
             yield instance
     finally:
@@ -117,3 +118,19 @@ def test_a_job_run_and_an_asset_graph_run_exclude_each_other(instance):
 
     instance.report_run_failed(scheduled)
     assert runs_the_daemon_would_start(instance) == {queued.run_id}
+
+
+def pool_limits(instance: dg.DagsterInstance) -> dict[str, int]:
+    return {pool.name: pool.limit for pool in instance.event_log_storage.get_pool_limits()}
+
+
+def test_registering_the_pool_again_changes_nothing(instance):
+    assert register_base_pool(BASE_POOL) is False
+    assert pool_limits(instance) == {BASE_POOL: 1}
+
+
+def test_a_limit_set_by_the_user_is_kept(instance):
+    instance.event_log_storage.set_concurrency_slots(BASE_POOL, 3)
+
+    assert register_base_pool(BASE_POOL) is False
+    assert pool_limits(instance) == {BASE_POOL: 3}
