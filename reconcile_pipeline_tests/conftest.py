@@ -6,6 +6,7 @@ end of the session. Never SQLite, never a mock.
 """
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,10 @@ from psycopg import sql
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine, make_url
 
+from reconcile_pipeline.db import urls
 from reconcile_pipeline.db.embedded import EmbeddedPostgres
 from reconcile_pipeline.db.migrate import upgrade
+from reconcile_pipeline.instance import instance_yaml
 
 TEMPLATE_DB = "reconcile_test_template"
 
@@ -87,6 +90,24 @@ def empty_database_url(postgres_server: PostgresServerForTests) -> Iterator[str]
     name = postgres_server.create_database()
     yield postgres_server.url(name)
     postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def project_dagster_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_server: PostgresServerForTests
+) -> Iterator[str]:
+    """DAGSTER_HOME holding the project's dagster.yaml, its storage a new empty database (whose
+    URL is returned); dropped after the test."""
+    name = postgres_server.create_database()
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copyfile(instance_yaml(), dagster_home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", urls.dagster_storage_url(postgres_server.url(name)))
+    try:
+        yield postgres_server.url(name)
+    finally:
+        postgres_server.drop_database(name)
 
 
 @pytest.fixture

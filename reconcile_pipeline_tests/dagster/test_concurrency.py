@@ -6,7 +6,6 @@ concurrency pool. These tests ask the queued-run daemon which queued runs it wou
 an instance loaded from the project's dagster.yaml on PostgreSQL storage.
 """
 
-import shutil
 from collections.abc import Iterator
 
 import dagster as dg
@@ -21,38 +20,26 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
 )
 
-from reconcile_pipeline.db import urls
 from reconcile_pipeline.definitions import defs
 from reconcile_pipeline.defs.assets import BASE_POOL
 from reconcile_pipeline.defs.schedules import DEFAULT_BASE_ID
-from reconcile_pipeline.instance import instance_yaml, register_base_pool
+from reconcile_pipeline.instance import register_base_pool
 
 WINDOW = {"dagster/partition": "2026-11-20-10:00"}
 
 
 @pytest.fixture
-def instance(tmp_path, monkeypatch, postgres_server) -> Iterator[dg.DagsterInstance]:
-    database = postgres_server.create_database()
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copyfile(instance_yaml(), dagster_home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
-    monkeypatch.setenv(
-        "DAGSTER_POSTGRES_URL", urls.dagster_storage_url(postgres_server.url(database))
-    )
+def instance(monkeypatch, project_dagster_database) -> Iterator[dg.DagsterInstance]:
     # Creating a run resolves the resources' config; nothing here connects to Airtable.
-    monkeypatch.setenv("DATABASE_URL", postgres_server.url(database))
+    monkeypatch.setenv("DATABASE_URL", project_dagster_database)
     monkeypatch.setenv("AIRTABLE_API_KEY", "not-used-by-these-tests")
     monkeypatch.setenv("AIRTABLE_BASE_ID", DEFAULT_BASE_ID)
     monkeypatch.setenv("AIRTABLE_TABLE", "Leads")
     monkeypatch.setenv("AIRTABLE_ENDPOINT_URL", "http://127.0.0.1:9")
-    try:
-        # As `reconcile ui` does before starting the daemon (the pool this import computed).
-        assert register_base_pool(BASE_POOL)
-        with dg.DagsterInstance.get() as instance:
-            yield instance
-    finally:
-        postgres_server.drop_database(database)
+    # As `reconcile ui` does before starting the daemon (the pool this import computed).
+    assert register_base_pool(BASE_POOL)
+    with dg.DagsterInstance.get() as instance:
+        yield instance
 
 
 def runs_the_daemon_would_start(instance: dg.DagsterInstance) -> set[str]:
