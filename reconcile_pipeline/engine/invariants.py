@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import text
 
+from reconcile_pipeline.engine.pull import pulled_portal_values
 from reconcile_pipeline.engine.repository import Repository
-from reconcile_pipeline.engine.stages import pulled_portal_values
 
 EXAMPLES = 10
 

@@ -89,6 +89,23 @@ def dedupe(repo: Repository, records: Iterable[dict]) -> tuple[list[dict], int]:
     return list(by_id.values()), repeats
 
 
+def pulled_portal_values(
+    repo: Repository, run_id: str, record_ids: Sequence[str] | None = None
+) -> dict[str, dict]:
+    """Airtable's canonical values (every mapped column) of the valid records run `run_id`
+    pulled, only `record_ids`' when given: the push's "current values" and the drift check's
+    reference."""
+    with repo.engine.connect() as conn:
+        records = repo.snapshot_records(conn, run_id, record_ids)
+    unique, _ = dedupe(repo, records)
+    values: dict[str, dict] = {}
+    for record in unique:
+        mapped, problems = record_values(repo.mapping, record["fields"])
+        if not problems:
+            values[record["id"]] = mapped
+    return values
+
+
 def store_snapshot(repo: Repository, records: Sequence[dict], run: RunContext) -> None:
     """Persist the raw records as pulled (the audit trail and the merge's input)."""
     for record in records:

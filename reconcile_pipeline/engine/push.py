@@ -16,7 +16,7 @@ from reconcile_pipeline.engine.airtable_port import AirtablePort, describe, stat
 from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.convert import InvalidValue, from_airtable, to_airtable
 from reconcile_pipeline.engine.merge import MISSING, Action, merge_field
-from reconcile_pipeline.engine.pull import conflict_row
+from reconcile_pipeline.engine.pull import conflict_row, pulled_portal_values
 from reconcile_pipeline.engine.repository import DirtyLead, Repository
 
 logger = logging.getLogger(__name__)
@@ -83,10 +83,14 @@ def push_dirty(
     *,
     lock_name: str,
     airtable_values: Mapping[str, dict[str, Any]] | None = None,
+    pulled_run_id: str | None = None,
     as_of: dt.datetime | None = None,
     after_plan=None,
 ) -> PushResult:
     """Push every lead dirty as of `as_of` (all when None). Holds the per-base push lock.
+
+    Airtable's current values come from `airtable_values`, then from the snapshot run
+    `pulled_run_id` stored (read for the dirty leads only), and are re-read by id for the rest.
 
     `after_plan` is a hook called between reading the leads and marking them pushed (tests use
     it to land a portal edit while the push is in flight).
@@ -100,9 +104,11 @@ def push_dirty(
         if not dirty:
             return result
         logger.info("Stage 2: %d dirty leads", len(dirty))
-        current, missing, reread_requests = _current_airtable_values(
-            repo, airtable, dirty, airtable_values or {}
-        )
+        known = dict(airtable_values or {})
+        wanted = [lead.record_id for lead in dirty if lead.record_id not in known]
+        if pulled_run_id is not None and wanted:
+            known.update(pulled_portal_values(repo, pulled_run_id, wanted))
+        current, missing, reread_requests = _current_airtable_values(repo, airtable, dirty, known)
         result.reread_requests = reread_requests
         plans = [_plan(repo, lead, current.get(lead.record_id)) for lead in dirty]
         for plan in plans:

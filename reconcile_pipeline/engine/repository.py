@@ -411,22 +411,32 @@ class Repository:
             ).scalars()
         )
 
-    def snapshot_records(self, conn: Connection, run_id: str) -> list[dict]:
-        """The raw records a run pulled, in API shape, in the order they were stored."""
+    def snapshot_records(
+        self, conn: Connection, run_id: str, record_ids: Sequence[str] | None = None
+    ) -> list[dict]:
+        """The raw records a run pulled (only `record_ids`' when given), in API shape, in the
+        order they were stored.
+
+        Ordered here rather than by `ORDER BY id`: the rows are wide, and sorting 10k of them
+        in PostgreSQL spills past the default work_mem to disk.
+        """
+        only_ids = f"AND airtable_record_id = ANY({_IDS_ARRAY}) " if record_ids is not None else ""
         rows = conn.execute(
             text(
-                "SELECT airtable_record_id, fields, created_time FROM reconcile.airtable_snapshots "
-                "WHERE table_key = :t AND run_id = :run ORDER BY id"
+                "SELECT id, airtable_record_id, fields, created_time "
+                "FROM reconcile.airtable_snapshots WHERE table_key = :t AND run_id = :run "
+                + only_ids
             ),
-            {"t": self.mapping.name, "run": run_id},
+            {"t": self.mapping.name, "run": run_id, "ids": _json(list(record_ids or []))},
         ).all()
+        rows.sort(key=lambda row: row[0])
         return [
             {
                 "id": rid,
                 "fields": fields,
                 "createdTime": created.isoformat().replace("+00:00", "Z") if created else None,
             }
-            for rid, fields, created in rows
+            for _, rid, fields, created in rows
         ]
 
     # -- audit ----------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from reconcile_pipeline.engine.airtable_port import AirtablePort
 from reconcile_pipeline.engine.context import RunContext
-from reconcile_pipeline.engine.convert import record_values
 from reconcile_pipeline.engine.pull import PullResult, apply_records, dedupe, store_snapshot
 from reconcile_pipeline.engine.push import PushResult, push_dirty
 from reconcile_pipeline.engine.repository import Repository
@@ -82,20 +81,6 @@ def merge_snapshot(repo: Repository, run: RunContext) -> PullResult:
     return result
 
 
-def pulled_portal_values(repo: Repository, run_id: str) -> dict[str, dict]:
-    """Airtable's canonical values (every mapped column) of the valid records this run pulled:
-    the push's "current values" and the drift check's reference."""
-    with repo.engine.connect() as conn:
-        records = repo.snapshot_records(conn, run_id)
-    unique, _ = dedupe(repo, records)
-    values: dict[str, dict] = {}
-    for record in unique:
-        mapped, problems = record_values(repo.mapping, record["fields"])
-        if not problems:
-            values[record["id"]] = mapped
-    return values
-
-
 def push_window(
     repo: Repository, airtable: AirtablePort, run: RunContext, *, lock_name: str
 ) -> PushResult:
@@ -103,9 +88,8 @@ def push_window(
     progress): a lead whose earlier push failed is never stranded."""
     started_at = _now()
     as_of = run.window_end if run.window_end and run.window_end < started_at else None
-    known = pulled_portal_values(repo, run.run_id) if run.run_id else {}
     result = push_dirty(
-        repo, airtable, run, lock_name=lock_name, airtable_values=known, as_of=as_of
+        repo, airtable, run, lock_name=lock_name, pulled_run_id=run.run_id, as_of=as_of
     )
     repo.record_run("push", run, result.counts(), started_at)
     return result

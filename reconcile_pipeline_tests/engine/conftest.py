@@ -65,14 +65,13 @@ class Reconciler:
         pull = merge_snapshot(self.repo, run)
         if after_plan is not None:
             from reconcile_pipeline.engine.push import push_dirty
-            from reconcile_pipeline.engine.stages import pulled_portal_values
 
             push = push_dirty(
                 self.repo,
                 self.client,
                 run,
                 lock_name="test",
-                airtable_values=pulled_portal_values(self.repo, run.run_id),
+                pulled_run_id=run.run_id,
                 after_plan=after_plan,
             )
         else:

@@ -5,6 +5,9 @@ nothing loops: a second run after the echo writes nothing on either side."""
 import pytest
 from sqlalchemy import text
 
+from reconcile_pipeline.engine.context import RunContext
+from reconcile_pipeline.engine.pull import store_snapshot
+from reconcile_pipeline.engine.push import push_dirty
 from reconcile_pipeline_tests.engine.conftest import BASE, TABLE
 
 LEAD = {
@@ -150,6 +153,43 @@ def test_no_loop_push_then_echo_then_nothing(emulator, engine, reconcile):
     assert (again_pull.updated, again_pull.inserted, again_push.dirty) == (0, 0, 0)
     assert writes(emulator) == writes_before
     assert history_rows(engine) == history_before
+
+
+class RereadSpy:
+    """The real client, noting which record ids the push re-reads from Airtable."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+        self.reread: list[str] = []
+
+    def get_records(self, record_ids, fields=None):
+        self.reread.extend(record_ids)
+        return self._client.get_records(record_ids, fields=fields)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_the_push_rereads_only_the_dirty_leads_this_run_did_not_pull(
+    emulator, engine, client, repo, reconcile
+):
+    pulled, not_pulled = (
+        seed(emulator, Email="a@example.com"),
+        seed(emulator, Email="b@example.com"),
+    )
+    reconcile()
+    portal_write(engine, pulled, claimed_by="ana")
+    portal_write(engine, not_pulled, claimed_by="bo")
+    run = RunContext(run_id="partial-window")
+    store_snapshot(repo, [r for r in emulator.all_records(BASE, TABLE) if r["id"] == pulled], run)
+    spy = RereadSpy(client)
+
+    push = push_dirty(repo, spy, run, lock_name="test", pulled_run_id=run.run_id)
+
+    assert spy.reread == [not_pulled]  # the pulled lead's values came from the snapshot
+    assert (push.updated, push.reread_requests) == (2, 1)
+    assert airtable_fields(emulator, pulled)["Claimed By"] == "ana"
+    assert airtable_fields(emulator, not_pulled)["Claimed By"] == "bo"
 
 
 def test_edit_during_an_in_flight_push_stays_dirty(emulator, engine, reconcile, repo):
