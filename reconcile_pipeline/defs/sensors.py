@@ -4,8 +4,15 @@ Open-source Dagster has no built-in alert for asset checks, so `failed_check_ale
 check evaluations from the event log after a cursor (the newest storage id it has seen).
 Both sensors are RUNNING by default: with no webhook configured an alert is only logged, so
 running them costs nothing and a deployment that sets the webhook is alerted from the start.
+
+On its first tick (no cursor yet) the check sensor looks back `FIRST_TICK_LOOKBACK` only: a check
+that failed just before the daemon started still alerts, while a sensor turned on over months of
+history does not replay every old failure into the webhook. Dagster's own run-status sensors,
+`reconcile_run_failure_alert` among them, start from their first tick in the same way.
 """
 
+import datetime as dt
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +27,7 @@ ALERT_RESOURCE_KEY = "alert_webhook"
 SENSOR_INTERVAL_SECONDS = 30
 # Enough for any realistic tick, small enough that a backlog never overruns a sensor evaluation.
 CHECK_RECORDS_PER_TICK = 100
+FIRST_TICK_LOOKBACK = dt.timedelta(hours=1)
 MAX_ERROR_LINES = 5
 MAX_METADATA_ENTRIES = 5
 MAX_METADATA_VALUE_CHARS = 300
@@ -89,9 +97,15 @@ def alerts_for(
 
 
 def check_evaluations_after(
-    instance: dg.DagsterInstance, cursor: int | None, limit: int = CHECK_RECORDS_PER_TICK
+    instance: dg.DagsterInstance,
+    cursor: int | None,
+    limit: int = CHECK_RECORDS_PER_TICK,
+    *,
+    after_timestamp: float | None = None,
+    ascending: bool = True,
 ) -> Sequence[dg.EventLogRecord]:
-    """Check evaluations with a storage id above `cursor`, oldest first.
+    """Check evaluations with a storage id above `cursor` (and newer than `after_timestamp`),
+    oldest first unless `ascending` is False.
 
     Read through the event log storage: `DagsterInstance.get_event_records` is deprecated in 1.13
     with no replacement for check evaluations, and both do the same query. A plain storage id as
@@ -100,10 +114,12 @@ def check_evaluations_after(
     """
     return instance.event_log_storage.get_event_records(
         dg.EventRecordsFilter(
-            event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=cursor
+            event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+            after_cursor=cursor,
+            after_timestamp=after_timestamp,
         ),
         limit=limit,
-        ascending=True,
+        ascending=ascending,
     )
 
 
@@ -138,8 +154,18 @@ def send_all(alerts: Sequence[Alert], resource: AlertWebhookResource, logger: Al
 def failed_check_alert_sensor(
     context: dg.SensorEvaluationContext, alert_webhook: AlertWebhookResource
 ) -> dg.SkipReason:
-    cursor = int(context.cursor) if context.cursor else None
-    records = check_evaluations_after(context.instance, cursor)
+    if context.cursor:
+        records = check_evaluations_after(context.instance, int(context.cursor))
+    else:
+        since = time.time() - FIRST_TICK_LOOKBACK.total_seconds()
+        records = check_evaluations_after(context.instance, None, after_timestamp=since)
+        if not records:
+            newest = check_evaluations_after(context.instance, None, limit=1, ascending=False)
+            context.update_cursor(str(newest[0].storage_id if newest else 0))
+            return dg.SkipReason(
+                f"First tick: no check evaluation in the last {FIRST_TICK_LOOKBACK}; "
+                "alerting on new ones from now on."
+            )
     if not records:
         return dg.SkipReason("No new asset check evaluations.")
     alerts = alerts_for(records, alert_webhook)

@@ -4,11 +4,13 @@ Runs are materialized on an ephemeral Dagster instance, so the sensors read real
 records; alerts are posted over HTTP to a local server.
 """
 
+import datetime as dt
 import logging
 
 import dagster as dg
 import pytest
 
+from reconcile_pipeline.defs import sensors
 from reconcile_pipeline.defs.alert_resource import (
     ALERT_WEBHOOK_URL_ENV,
     DAGSTER_UI_URL_ENV,
@@ -97,6 +99,46 @@ def test_one_alert_per_failed_check_then_nothing_for_the_same_cursor(
     failed_check_alert_sensor(again)
     assert len(webhook.payloads) == 1
     assert again.cursor == context.cursor
+
+
+def test_first_tick_skips_failures_older_than_the_lookback_then_alerts_on_new_ones(
+    webhook: WebhookServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sensor turned on over an old history: a zero lookback makes every existing evaluation
+    # "older than the lookback" without waiting an hour.
+    monkeypatch.setattr(sensors, "FIRST_TICK_LOOKBACK", dt.timedelta(0))
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize([checked_asset(failing=True)], instance=instance)
+    resource = AlertWebhookResource(webhook_url=webhook.url)
+
+    first = sensor_context(instance, None, resource)
+    failed_check_alert_sensor(first)
+
+    assert webhook.payloads == []
+    assert first.cursor == str(newest_check_storage_id(instance))
+
+    later = dg.materialize([checked_asset(failing=True)], instance=instance)
+    second = sensor_context(instance, first.cursor, resource)
+    failed_check_alert_sensor(second)
+
+    [payload] = webhook.payloads
+    assert f"Run: {later.run_id}" in payload["blocks"][0]["text"]["text"]
+
+
+def test_first_tick_on_an_empty_event_log_alerts_on_the_first_failure(
+    webhook: WebhookServer,
+) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    resource = AlertWebhookResource(webhook_url=webhook.url)
+    first = sensor_context(instance, None, resource)
+    failed_check_alert_sensor(first)
+    assert first.cursor == "0"
+
+    dg.materialize([checked_asset(failing=True)], instance=instance)
+    second = sensor_context(instance, first.cursor, resource)
+    failed_check_alert_sensor(second)
+
+    assert len(webhook.payloads) == 1
 
 
 def test_passing_checks_send_nothing_but_advance_the_cursor(webhook: WebhookServer) -> None:
