@@ -8,7 +8,7 @@ running them costs nothing and a deployment that sets the webhook is alerted fro
 On its first tick (no cursor yet) the check sensor looks back `FIRST_TICK_LOOKBACK` only: a check
 that failed just before the daemon started still alerts, while a sensor turned on over months of
 history does not replay every old failure into the webhook. Dagster's own run-status sensors,
-`reconcile_run_failure_alert` among them, start from their first tick in the same way.
+`reconcile_run_failure_alert` among them, start at their first tick with no look-back at all.
 """
 
 import datetime as dt
@@ -157,10 +157,12 @@ def failed_check_alert_sensor(
     if context.cursor:
         records = check_evaluations_after(context.instance, int(context.cursor))
     else:
+        # The newest id is read first: an evaluation landing between the two reads is then
+        # newer than the cursor set below and alerts on the next tick.
+        newest = check_evaluations_after(context.instance, None, limit=1, ascending=False)
         since = time.time() - FIRST_TICK_LOOKBACK.total_seconds()
         records = check_evaluations_after(context.instance, None, after_timestamp=since)
         if not records:
-            newest = check_evaluations_after(context.instance, None, limit=1, ascending=False)
             context.update_cursor(str(newest[0].storage_id if newest else 0))
             return dg.SkipReason(
                 f"First tick: no check evaluation in the last {FIRST_TICK_LOOKBACK}; "

@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.mapping import LEADS_MAPPING
-from reconcile_pipeline.engine.pull import apply_records
+from reconcile_pipeline.engine.pull import apply_records, pulled_portal_values, store_snapshot
 from reconcile_pipeline.engine.repository import Repository
 from reconcile_pipeline_tests.engine.builders import airtable_record, record_id
 
@@ -219,6 +219,30 @@ def test_an_older_snapshot_never_overwrites_a_newer_one(engine, repo):
 
     assert result.stale_skipped == 1
     assert lead(engine, rid)["status"] == "Qualified"
+
+
+def test_pulled_values_for_some_ids_take_the_newest_valid_version_of_each(engine, repo):
+    """The push's view of what this run pulled, read for the dirty leads only."""
+    twice, invalid, other = record_id(120), record_id(121), record_id(122)
+    newer = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
+    run = RunContext(run_id="pulled-values")
+    store_snapshot(
+        repo,
+        [
+            airtable_record(twice, Claimed_By="new", modified=newer),
+            airtable_record(invalid, ICP_Score="very high"),
+            airtable_record(other, Claimed_By="other"),
+            # Stored last, but older: a repeat of the record from an earlier page of the pull.
+            airtable_record(twice, Claimed_By="old", modified=newer - dt.timedelta(minutes=5)),
+        ],
+        run,
+    )
+
+    values = pulled_portal_values(repo, run.run_id, [twice, invalid])
+
+    assert list(values) == [twice]  # the invalid one is left to a re-read; `other` not asked
+    assert values[twice]["claimed_by"] == "new"
+    assert pulled_portal_values(repo, run.run_id, []) == {}
 
 
 def test_quarantine_growth_counts_only_records_first_held_by_the_run(engine, repo):
