@@ -3,7 +3,8 @@
 Seeds the emulator directly (not measured), edits 10k records in Airtable and 1k portal fields,
 then runs stage 1 (pull + merge) and stage 2 (push) exactly as a reconcile run does, and prints
 requests vs the floor ⌈pulled/100⌉ + ⌈pushed/10⌉ (+ re-reads), wall time vs floor/5 s, stage 1
-PostgreSQL rows/s and its share of wall time, and peak RSS. The seeds' algorithm (one GET and one
+PostgreSQL rows/s and its share of wall time (next to this machine's floor for stage 1, measured
+in the same run), and peak RSS. The seeds' algorithm (one GET and one
 PATCH per pushed record, one SELECT + UPDATE per pulled record) runs on a smaller slice, its
 figures scaled linearly to the same workload (said so in the output).
 
@@ -104,6 +105,27 @@ def mandatory_writes_floor(engine, record_ids: list[str]) -> float:
         seconds = time.perf_counter() - started
         transaction.rollback()
     return seconds
+
+
+def mandatory_reads_floor(engine, run_id: str) -> float:
+    """Seconds to read what stage 1 merges inside PostgreSQL, nothing sent to the client: each
+    mapped field of the run's snapshot rows, joined with their leads and sync state. Even a
+    merge written entirely in SQL reads this much on top of the mandatory writes."""
+    names = LEADS_MAPPING.airtable_field_names
+    extract = " + ".join(f"coalesce(length(s.fields ->> :f{i}), 0)" for i in range(len(names)))
+    with engine.connect() as conn:
+        started = time.perf_counter()
+        conn.execute(
+            text(
+                f"SELECT count(*), sum({extract}) FROM reconcile.airtable_snapshots s "
+                "JOIN leads l ON l.airtable_record_id = s.airtable_record_id "
+                "JOIN reconcile.sync_state st ON st.table_key = s.table_key "
+                "AND st.airtable_record_id = s.airtable_record_id "
+                "WHERE s.table_key = 'leads' AND s.run_id = :run"
+            ),
+            {"run": run_id, **{f"f{i}": name for i, name in enumerate(names)}},
+        ).one()
+        return time.perf_counter() - started
 
 
 def api_requests(emulator) -> int:
@@ -225,10 +247,15 @@ def main() -> int:
             f"{timer.rows_written:,} = {timer.rows_written / timer.seconds:,.0f} rows/s"
         )
         floor_seconds = mandatory_writes_floor(engine, ids)
+        read_seconds = mandatory_reads_floor(engine, run.run_id)
         print(
             f"  this machine's floor for those records: the three writes stage 1 cannot skip "
             f"(lead, sync-state clock, history row) as bare statements take {floor_seconds:.2f} s "
-            f"= {len(ids) / floor_seconds:,.0f} records/s"
+            f"= {len(ids) / floor_seconds:,.0f} records/s; with reading what it merges "
+            "(mapped snapshot fields ⨝ leads ⨝ sync state, inside PostgreSQL) "
+            f"{read_seconds:.2f} s more "
+            f"= {len(ids) / (floor_seconds + read_seconds):,.0f} records/s; our statements: "
+            f"{timer.seconds / (floor_seconds + read_seconds):.2f}× that floor"
         )
         print(
             f"stage 1 whole (PostgreSQL + per-field merge in Python): {stage1_seconds:.2f} s = "
