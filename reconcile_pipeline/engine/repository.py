@@ -420,14 +420,18 @@ class Repository:
         Ordered here rather than by `ORDER BY id`: the rows are wide, and sorting 10k of them
         in PostgreSQL spills past the default work_mem to disk.
         """
-        only_ids = f"AND airtable_record_id = ANY({_IDS_ARRAY}) " if record_ids is not None else ""
+        params = {"t": self.mapping.name, "run": run_id}
+        only_ids = ""
+        if record_ids is not None:
+            only_ids = f"AND airtable_record_id = ANY({_IDS_ARRAY})"
+            params["ids"] = _json(list(record_ids))
         rows = conn.execute(
             text(
                 "SELECT id, airtable_record_id, fields, created_time "
                 "FROM reconcile.airtable_snapshots WHERE table_key = :t AND run_id = :run "
                 + only_ids
             ),
-            {"t": self.mapping.name, "run": run_id, "ids": _json(list(record_ids or []))},
+            params,
         ).all()
         rows.sort(key=lambda row: row[0])
         return [
