@@ -1,6 +1,7 @@
 """`reconcile`: the operator's command line (embedded database, migrations, status)."""
 
 import argparse
+import datetime as dt
 import logging
 import sys
 import warnings
@@ -69,6 +70,36 @@ def _quiet_dagster_warnings() -> None:
     warnings.filterwarnings("ignore", message=".*currently in beta.*")
 
 
+def _parse_now(value: str) -> dt.datetime:
+    """An ISO date-time for --now; naive means UTC."""
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO date-time (e.g. 2026-03-02T10:45:00Z)"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def report_run(label: str, result) -> bool:
+    """Print one run's outcome; for a failed run, its error (no traceback) and where to see it.
+    Returns whether the run succeeded."""
+    from reconcile_pipeline.defs.sensors import run_failure_alert
+    from reconcile_pipeline.launch import see_run_hint
+
+    if result.success:
+        print(f"{label}: run {result.run_id} succeeded")
+        return True
+    print(f"{label}: run {result.run_id} FAILED")
+    alert = run_failure_alert(
+        result.dagster_run, result.get_run_failure_event(), result.get_step_failure_events()
+    )
+    for line in alert.lines[2:]:  # job and run id are already said
+        print(f"  {line}")
+    print(f"  {see_run_hint(result.run_id)}")
+    return False
+
+
 def _cmd_backfill(args: argparse.Namespace) -> int:
     import dagster as dg
 
@@ -76,15 +107,20 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     from reconcile_pipeline.launch import run_reconcile
 
     hours = args.hours + 24 * args.days
+    now = args.now or dt.datetime.now(dt.UTC)
+    ok = True
     with airtable_target(seed_count=0):
         prepare_environment()
         with dg.DagsterInstance.get() as instance:
-            [result] = list(run_reconcile(instance, hours=hours, dry_run=args.dry_run))
-    print(
-        f"Backfill of the last {hours:g} h as one run: {result.run_id} "
-        f"{'succeeded' if result.success else 'FAILED'}"
-    )
-    return 0 if result.success else 1
+            # Without --hours/--days: the schedule's windows at `now`, which are two whenever
+            # now and now - 15 min fall in different 20-minute windows; every run is reported.
+            for result in run_reconcile(instance, hours=hours, dry_run=args.dry_run, now=now):
+                if hours > 0:
+                    label = f"Backfill of the last {hours:g} h as one run"
+                else:
+                    label = f"Window {result.dagster_run.tags.get('dagster/partition')}"
+                ok = report_run(label, result) and ok
+    return 0 if ok else 1
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
@@ -143,10 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="set up the embedded default and run the demo reconcile"
     ).set_defaults(func=_cmd_demo)
     backfill = commands.add_parser(
-        "backfill", help="reconcile the last N hours/days as ONE run (single-run backfill)"
+        "backfill",
+        help="reconcile the last N hours/days as ONE run (single-run backfill); without "
+        "--hours/--days, the schedule's current windows (one run each)",
     )
     backfill.add_argument("--hours", type=float, default=0)
     backfill.add_argument("--days", type=float, default=0)
+    backfill.add_argument(
+        "--now",
+        type=_parse_now,
+        default=None,
+        help="reconcile as of this UTC time instead of the clock (ISO, e.g. "
+        "2026-03-02T10:45:00Z): replays a schedule tick",
+    )
     backfill.add_argument("--dry-run", action="store_true", help="plan only; write nothing")
     backfill.set_defaults(func=_cmd_backfill)
     ui = commands.add_parser(

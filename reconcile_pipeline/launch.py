@@ -12,7 +12,11 @@ import dagster as dg
 
 from reconcile_pipeline.definitions import defs
 from reconcile_pipeline.defs.partitions import partition_key_for
-from reconcile_pipeline.defs.schedules import base_id_from_env, reconcile_run_tags
+from reconcile_pipeline.defs.schedules import (
+    base_id_from_env,
+    reconcile_run_tags,
+    windows_to_request,
+)
 
 WINDOW = dt.timedelta(minutes=20)
 
@@ -28,14 +32,32 @@ def range_tags(hours: float, now: dt.datetime | None = None) -> dict[str, str]:
     }
 
 
+def see_run_hint(run_id: str) -> str:
+    """How to look at a run: the UI on the same instance (DAGSTER_HOME)."""
+    return (
+        f"See run {run_id} in the Dagster UI: `reconcile ui` (or your dagster-webserver on the "
+        "same DAGSTER_HOME), then Runs."
+    )
+
+
+def current_windows(now: dt.datetime | None = None) -> list[str]:
+    """The windows a schedule tick at `now` reconciles (one or two), oldest first."""
+    return windows_to_request(now or dt.datetime.now(dt.UTC))
+
+
 def run_reconcile(
     instance: dg.DagsterInstance,
     hours: float = 0,
     dry_run: bool = False,
     log_level: str = "INFO",
+    now: dt.datetime | None = None,
 ) -> Iterator[dg.ExecuteInProcessResult]:
-    """hours=0: the schedule's windows (now and now − 15 min), one run each; hours>0: one run
-    over every window of the last `hours`."""
+    """Run `reconcile_job` in this process; yields one result per run.
+
+    hours=0: the schedule's windows at `now` (the window containing it and the one containing
+    now − 15 min), one run each, so one or two runs depending on the clock; hours>0: one run
+    over every window of the last `hours`. `now` defaults to the current time.
+    """
     job = defs.resolve_job_def("reconcile_job")
     tags = dict(reconcile_run_tags(base_id_from_env()))
     run_config = {
@@ -45,7 +67,7 @@ def run_reconcile(
         },
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
-    now = dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     if hours > 0:
         yield job.execute_in_process(
             instance=instance,
@@ -54,10 +76,7 @@ def run_reconcile(
             raise_on_error=False,
         )
         return
-    keys = dict.fromkeys(
-        [partition_key_for(now - dt.timedelta(minutes=15)), partition_key_for(now)]
-    )
-    for key in keys:
+    for key in current_windows(now):
         yield job.execute_in_process(
             instance=instance,
             partition_key=key,

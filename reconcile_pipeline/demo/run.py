@@ -15,7 +15,7 @@ from reconcile_pipeline.db.embedded import EmbeddedPostgres
 from reconcile_pipeline.demo.edits import burst
 from reconcile_pipeline.demo.environment import airtable_target
 from reconcile_pipeline.instance import prepare_environment
-from reconcile_pipeline.launch import run_reconcile
+from reconcile_pipeline.launch import run_reconcile, see_run_hint
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _summary(engine, started: dt.datetime) -> dict:
         }
 
 
-def _print_run(label: str, result: dg.ExecuteInProcessResult) -> None:
+def _print_run(label: str, result: dg.ExecuteInProcessResult) -> bool:
     checks = result.get_asset_check_evaluations()
     failed = [c.check_name for c in checks if not c.passed]
     print(
@@ -61,6 +61,9 @@ def _print_run(label: str, result: dg.ExecuteInProcessResult) -> None:
         f"checks {len(checks) - len(failed)}/{len(checks)} passed"
         + (f" (failed: {', '.join(sorted(set(failed)))})" if failed else "")
     )
+    if not result.success:
+        print(f"    {see_run_hint(result.run_id)}")
+    return result.success
 
 
 def run_demo() -> int:
@@ -76,19 +79,20 @@ def run_demo() -> int:
         started = dt.datetime.now(dt.UTC)
         emulator = target.emulator
         emulator.reset_request_log()
+        ok = True  # every run is reported; the demo exits 1 if any failed
         with dg.DagsterInstance.get() as instance:
             print("1. Reconciling the current windows…")
             for result in run_reconcile(instance, hours=0, log_level="WARNING"):
-                _print_run("window", result)
+                ok = _print_run("window", result) and ok
             print("2. A burst of edits on both sides…")
             done = burst(engine, emulator)
             print("   " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in done.items()))
             print("3. Reconciling again…")
             for result in run_reconcile(instance, hours=0, log_level="WARNING"):
-                _print_run("window", result)
+                ok = _print_run("window", result) and ok
             print("4. Backfilling the last 24 hours as one run…")
             for result in run_reconcile(instance, hours=24, log_level="WARNING"):
-                _print_run("72-window backfill", result)
+                ok = _print_run("72-window backfill", result) and ok
         summary = _summary(engine, started)
         requests = emulator.request_log()
         engine.dispose()
@@ -109,4 +113,4 @@ def run_demo() -> int:
         f"({', '.join(f'{k}: {v}' for k, v in sorted(requests['counts'].items()))})"
     )
     print("Next: `make ui` opens the Dagster UI on the same data.")
-    return 0
+    return 0 if ok else 1
