@@ -80,7 +80,9 @@ def airtable_leads(
             "pages": fetched.pages,
             "airtable_requests": fetched.requests,
             "repeated_in_pull": fetched.repeated_in_pull,
-            "pull_from": dg.MetadataValue.timestamp(fetched.pull_start),
+            "pull_from": dg.MetadataValue.timestamp(fetched.pull_start)
+            if fetched.pull_start is not None
+            else "full pull (no high-water mark yet)",
             "duration_seconds": round(fetched.seconds, 3),
             "field_coverage": coverage.summary(),
             "dagster/row_count": len(frame),
@@ -107,6 +109,9 @@ def postgres_leads(
             **window_metadata(context),
             **result.counts(),
             "dry_run": result.dry_run,
+            "high_water_mark": dg.MetadataValue.timestamp(result.high_water_mark)
+            if result.high_water_mark is not None
+            else "not advanced",
             "duration_seconds": round(time.monotonic() - started, 3),
             "changes": markdown_table(
                 [
@@ -132,7 +137,10 @@ def postgres_leads(
                 ]
             ),
             "quarantine_preview": markdown_table(
-                [{"record": q["record_id"], "reason": q["reason"]} for q in result.quarantine_rows]
+                [
+                    {"record": q["record_id"], "field": q["field"], "reason": q["reason"]}
+                    for q in result.quarantine_rows
+                ]
             ),
         }
     )
@@ -144,6 +152,7 @@ def postgres_dirty_leads(
 ) -> dg.MaterializeResult:
     """Portal-owned changes waiting to be pushed: every lead dirty as of the window's end."""
     repo = postgres.repository()
+    portal_columns = [spec.column for spec in repo.mapping.portal_fields]
     window_end = context.partition_time_window.end
     as_of = window_end if window_end < dt.datetime.now(dt.UTC) else None
     with repo.engine.connect() as conn:
@@ -153,8 +162,9 @@ def postgres_dirty_leads(
             "record": d.record_id,
             "counter": d.counter,
             "changed": ", ".join(
-                c for c, v in d.portal_values.items() if d.base_values.get(c, object()) != v
-            ),
+                c for c in portal_columns if d.base_values.get(c, object()) != d.portal_values[c]
+            )
+            + (" (+ portal write to an Airtable-owned column)" if d.owned_write_pending else ""),
         }
         for d in dirty[:20]
     ]

@@ -21,6 +21,10 @@ from reconcile_pipeline.engine.invariants import Finding
 
 PUSH_ERROR_RATE_THRESHOLD = 0.10
 FRESHNESS_LIMIT = dt.timedelta(minutes=60)
+# Two missed 15-minute ticks plus a window's worth of slack: beyond this the high-water mark
+# lags because pulls fail or nothing runs.
+CONTINUITY_MAX_LAG = dt.timedelta(minutes=45)
+CONTINUITY_HORIZON = dt.timedelta(days=7)
 
 
 def _result(
@@ -88,6 +92,28 @@ def no_new_quarantine(
     return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
 
+@dg.asset_check(asset=postgres_leads)
+def pull_continuity(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    """Every stretch of time (last 7 days) is covered by a committed pull, and the high-water
+    mark is less than 45 minutes old. Not blocking: the push is still right to run."""
+    finding = invariants.pull_continuity(
+        postgres.repository(), max_lag=CONTINUITY_MAX_LAG, horizon=CONTINUITY_HORIZON
+    )
+    return _result(context, finding, dg.AssetCheckSeverity.ERROR)
+
+
+@dg.asset_check(asset=airtable_push_results)
+def no_portal_writes_to_airtable_fields(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    """The portal wrote no Airtable-owned column (each such write is put back to Airtable's
+    value by the run, audited as `reverted_portal_write`)."""
+    finding = invariants.portal_writes_to_airtable_fields(postgres.repository(), context.run.run_id)
+    return _result(context, finding, dg.AssetCheckSeverity.WARN)
+
+
 @dg.asset_check(asset=airtable_push_results)
 def no_repeated_push(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource
@@ -132,6 +158,8 @@ reconcile_checks = [
     one_lead_per_airtable_record,
     no_duplicate_contacts,
     no_new_quarantine,
+    pull_continuity,
+    no_portal_writes_to_airtable_fields,
     no_repeated_push,
     push_error_rate,
     no_drift_in_window,

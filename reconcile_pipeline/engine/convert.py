@@ -8,13 +8,19 @@ json → list/dict or None. Two values are equal exactly when their canonical fo
 """
 
 import datetime as dt
+import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from reconcile_pipeline.engine.mapping import FieldKind, FieldSpec, TableMapping
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# What a portal table's timestamptz and Python's datetime can both hold.
+EARLIEST_DATETIME = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
+LATEST_DATETIME = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
+RECORD = "*"  # the quarantine "field" of a problem with the whole record
 
 
 class InvalidValue(ValueError):
@@ -24,11 +30,67 @@ class InvalidValue(ValueError):
 def _parse_datetime(raw: str, field: FieldSpec) -> dt.datetime:
     try:
         parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InvalidValue(f"{field.airtable_name}: unparsable date-time {raw!r}") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        parsed = parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidValue(f"{field.airtable_name}: unparsable date-time {_short(raw)}") from exc
+    if not EARLIEST_DATETIME <= parsed <= LATEST_DATETIME:
+        raise InvalidValue(f"{field.airtable_name}: date-time {_short(raw)} is out of range")
     return parsed
+
+
+def _short(raw: Any, limit: int = 80) -> str:
+    """A value for a quarantine reason: repr, cut short (the raw value is kept apart)."""
+    text = repr(raw)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def has_lone_surrogate(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def jsonb_safe(value: Any) -> bool:
+    """Whether PostgreSQL's jsonb (and UTF-8) can hold `value` as is: no NUL byte, no lone
+    surrogate, no NaN/Infinity anywhere in it."""
+    if isinstance(value, str):
+        return "\x00" not in value and not has_lone_surrogate(value)
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(jsonb_safe(item) for item in value)
+    if isinstance(value, dict):
+        return all(
+            isinstance(key, str) and jsonb_safe(key) and jsonb_safe(item)
+            for key, item in value.items()
+        )
+    return False
+
+
+def ascii_json(value: Any) -> str:
+    """Lossless ASCII JSON text of any value json can express (NaN and lone surrogates as
+    escapes/tokens Python's json reads back), storable in a text column."""
+    return json.dumps(value, ensure_ascii=True, allow_nan=True, default=repr)
+
+
+RAW_PREVIEW_CHARS = 10_000
+
+
+def storable_raw(value: Any) -> Any:
+    """`value` as a jsonb-safe value for the bookkeeping (quarantine, conflicts): itself when
+    jsonb holds it, else `{"unstorable_json": <ASCII JSON text>}`; long text is cut short (the
+    snapshot keeps the whole record)."""
+    if isinstance(value, str) and len(value) > RAW_PREVIEW_CHARS and jsonb_safe(value):
+        return {"truncated": value[:RAW_PREVIEW_CHARS], "length": len(value)}
+    if jsonb_safe(value):
+        text = ascii_json(value)
+        if len(text) <= 10 * RAW_PREVIEW_CHARS:
+            return value
+        return {"truncated_json": text[:RAW_PREVIEW_CHARS], "length": len(text)}
+    text = ascii_json(value)
+    return {"unstorable_json": text[: 10 * RAW_PREVIEW_CHARS], "length": len(text)}
 
 
 def format_datetime(value: dt.datetime) -> str:
@@ -41,6 +103,8 @@ def format_datetime(value: dt.datetime) -> str:
 def _check_text(value: str, field: FieldSpec) -> str | None:
     if "\x00" in value:
         raise InvalidValue(f"{field.airtable_name}: contains a NUL byte")
+    if has_lone_surrogate(value):
+        raise InvalidValue(f"{field.airtable_name}: contains a lone UTF-16 surrogate")
     if field.max_length is not None and len(value) > field.max_length:
         raise InvalidValue(
             f"{field.airtable_name}: {len(value)} characters, longer than {field.max_length}"
@@ -49,7 +113,21 @@ def _check_text(value: str, field: FieldSpec) -> str | None:
 
 
 def from_airtable(field: FieldSpec, raw: Any) -> Any:
-    """Airtable's value (absent = None) → canonical, or InvalidValue with a reason."""
+    """Airtable's value (absent = None) → canonical, or InvalidValue with a reason.
+
+    Never raises anything else: whatever Airtable sends ends in a value or a quarantine reason.
+    """
+    try:
+        return _from_airtable(field, raw)
+    except InvalidValue:
+        raise
+    except Exception as exc:  # noqa: BLE001 — no input may fail a batch (DESIGN §3.5)
+        raise InvalidValue(
+            f"{field.airtable_name}: cannot convert {_short(raw)} ({type(exc).__name__})"
+        ) from exc
+
+
+def _from_airtable(field: FieldSpec, raw: Any) -> Any:
     if isinstance(raw, dict) and ("error" in raw or "specialValue" in raw):
         detail = raw.get("error") or raw.get("specialValue")
         raise InvalidValue(f"{field.airtable_name}: formula error {detail!r}")
@@ -58,7 +136,7 @@ def from_airtable(field: FieldSpec, raw: Any) -> Any:
         if raw is None:
             return False
         if not isinstance(raw, bool):
-            raise InvalidValue(f"{field.airtable_name}: expected a checkbox, got {raw!r}")
+            raise InvalidValue(f"{field.airtable_name}: expected a checkbox, got {_short(raw)}")
         return raw
     if raw is None or raw == "" or raw == []:
         return None
@@ -68,37 +146,42 @@ def from_airtable(field: FieldSpec, raw: Any) -> Any:
         return _check_text(str(raw), field)
     if kind is FieldKind.SELECT:
         if not isinstance(raw, str):
-            raise InvalidValue(f"{field.airtable_name}: expected an option, got {raw!r}")
+            raise InvalidValue(f"{field.airtable_name}: expected an option, got {_short(raw)}")
         if field.choices is not None and raw not in field.choices:
-            raise InvalidValue(f"{field.airtable_name}: unknown option {raw!r}")
+            raise InvalidValue(f"{field.airtable_name}: unknown option {_short(raw)}")
         return _check_text(raw, field)
     if kind is FieldKind.INTEGER:
         if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise InvalidValue(f"{field.airtable_name}: expected a number, got {raw!r}")
-        if isinstance(raw, float) and not raw.is_integer():
-            raise InvalidValue(f"{field.airtable_name}: expected a whole number, got {raw!r}")
+            raise InvalidValue(f"{field.airtable_name}: expected a number, got {_short(raw)}")
+        if isinstance(raw, float) and not (math.isfinite(raw) and raw.is_integer()):
+            raise InvalidValue(f"{field.airtable_name}: expected a whole number, got {_short(raw)}")
         value = int(raw)
         if not INT32_MIN <= value <= INT32_MAX:
-            raise InvalidValue(f"{field.airtable_name}: {value} is out of range")
+            raise InvalidValue(f"{field.airtable_name}: {_short(value)} is out of range")
         return value
     if kind is FieldKind.FLOAT:
         if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-            raise InvalidValue(f"{field.airtable_name}: expected a number, got {raw!r}")
+            raise InvalidValue(f"{field.airtable_name}: expected a number, got {_short(raw)}")
         return float(raw)
     if kind is FieldKind.DATE:
         if not isinstance(raw, str):
-            raise InvalidValue(f"{field.airtable_name}: expected a date, got {raw!r}")
+            raise InvalidValue(f"{field.airtable_name}: expected a date, got {_short(raw)}")
         try:
             return dt.date.fromisoformat(raw[:10]).isoformat()
         except ValueError as exc:
-            raise InvalidValue(f"{field.airtable_name}: unparsable date {raw!r}") from exc
+            raise InvalidValue(f"{field.airtable_name}: unparsable date {_short(raw)}") from exc
     if kind is FieldKind.DATETIME:
         if not isinstance(raw, str):
-            raise InvalidValue(f"{field.airtable_name}: expected a date-time, got {raw!r}")
+            raise InvalidValue(f"{field.airtable_name}: expected a date-time, got {_short(raw)}")
         return format_datetime(_parse_datetime(raw, field))
     if kind is FieldKind.JSON:
         if not isinstance(raw, list | dict):
-            raise InvalidValue(f"{field.airtable_name}: expected a list, got {raw!r}")
+            raise InvalidValue(f"{field.airtable_name}: expected a list, got {_short(raw)}")
+        if not jsonb_safe(raw):
+            raise InvalidValue(
+                f"{field.airtable_name}: holds a NUL byte, lone surrogate or NaN PostgreSQL "
+                "cannot store"
+            )
         return raw
     raise AssertionError(f"unhandled kind {kind}")
 
@@ -134,23 +217,50 @@ def to_airtable(field: FieldSpec, canonical: Any) -> Any:
     return canonical
 
 
-def record_values(
-    mapping: TableMapping, fields: Mapping[str, Any]
-) -> tuple[dict[str, Any], list[str]]:
-    """An Airtable record's `fields` → canonical values by column, and the problems found.
+@dataclass(frozen=True)
+class FieldProblem:
+    """One field of one record that cannot be mapped: held in quarantine with its reason."""
 
-    Every mapped field is checked so that the quarantine reason lists all of them at once.
+    column: str  # the PostgreSQL column, or RECORD for the whole record
+    reason: str
+    raw: Any = None
+
+
+def portal_value_problem(field: FieldSpec, canonical: Any) -> str | None:
+    """Why the mapping would reject a portal value before it is sent (None: it is valid).
+
+    The same rules as a pulled value: a value we could not read back once Airtable echoes it
+    must never be sent (DESIGN §3.4)."""
+    try:
+        from_airtable(field, to_airtable(field, canonical))
+    except InvalidValue as exc:
+        return str(exc)
+    if field.required and canonical is None:
+        return f"{field.airtable_name}: required field is empty"
+    return None
+
+
+def record_values(mapping: TableMapping, fields: Any) -> tuple[dict[str, Any], list[FieldProblem]]:
+    """An Airtable record's `fields` → canonical values by column for every field that maps,
+    and one problem per field that does not (field-level quarantine, DESIGN §3.5).
+
+    Never raises: a `fields` that is not an object is one whole-record problem.
     """
+    if not isinstance(fields, Mapping):
+        return {}, [FieldProblem(RECORD, f"fields is not an object: {_short(fields)}", fields)]
     values: dict[str, Any] = {}
-    problems: list[str] = []
+    problems: list[FieldProblem] = []
     for spec in mapping.fields:
+        raw = fields.get(spec.airtable_name)
         try:
-            value = from_airtable(spec, fields.get(spec.airtable_name))
+            value = from_airtable(spec, raw)
         except InvalidValue as exc:
-            problems.append(str(exc))
+            problems.append(FieldProblem(spec.column, str(exc), raw))
             continue
         if value is None and spec.required:
-            problems.append(f"{spec.airtable_name}: required field is missing")
+            problems.append(
+                FieldProblem(spec.column, f"{spec.airtable_name}: required field is missing", raw)
+            )
             continue
         values[spec.column] = value
     return values, problems
@@ -162,6 +272,7 @@ def parse_airtable_time(raw: Any) -> dt.datetime | None:
         return None
     try:
         parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        parsed = (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    return parsed if EARLIEST_DATETIME <= parsed <= LATEST_DATETIME else None

@@ -39,10 +39,11 @@ def measure_drift(repo: Repository, records: list[dict]) -> DriftReport:
         deleted = repo.deleted_record_ids(conn)
     seen = set()
     for record in records:
-        seen.add(record["id"])
-        values, problems = record_values(repo.mapping, record.get("fields", {}))
-        if problems:
+        seen.add(record.get("id") if isinstance(record, dict) else None)
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
             continue
+        # Fields held in quarantine are left out: they are reported there, not as drift.
+        values, _problems = record_values(repo.mapping, record.get("fields"))
         report.records_compared += 1
         lead = leads.get(record["id"])
         if lead is None:
@@ -84,10 +85,9 @@ def full_reconcile(
         dict(drift.drift_by_field),
     )
     pull = apply_records(repo, records, run)
-    push = push_dirty(
-        repo, airtable, run, lock_name=lock_name, airtable_values=pull.airtable_values
-    )
-    sweep = apply_deletions(repo, [r["id"] for r in records], run)
+    push = push_dirty(repo, airtable, run, lock_name=lock_name)
+    ids = [r["id"] for r in records if isinstance(r, dict) and isinstance(r.get("id"), str)]
+    sweep = apply_deletions(repo, ids, run)
     return FullReconcileResult(
         drift=drift, pull=pull, push=push, sweep=sweep, requests=airtable.requests_sent - before
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from reconcile_pipeline.engine.pull import pulled_portal_values
+from reconcile_pipeline.engine.pull import pulled_values
 from reconcile_pipeline.engine.repository import Repository
 
 EXAMPLES = 10
@@ -41,38 +41,27 @@ def _rows(repo: Repository, sql: str, params: dict) -> list[dict]:
 
 
 def echoes_marked_dirty(repo: Repository, run_id: str) -> Finding:
-    """Leads this run's merge made dirty with nothing to push: the reconciler's own write was
-    taken for a portal edit (the loop the origin tag exists to prevent)."""
-    candidates = _rows(
+    """Leads whose change counter was last bumped inside one of this run's own merge
+    transactions: the reconciler's write was taken for a portal edit (the loop the origin tag
+    exists to prevent).
+
+    The capture trigger records the transaction that bumped the counter, so a genuine portal
+    edit that raced the merge (committed while the merge waited on its row lock, or right
+    after) is never mistaken for an echo: it is another transaction (DESIGN §3.9).
+    """
+    rows = _rows(
         repo,
-        "SELECT s.airtable_record_id AS record_id FROM reconcile.sync_state s "
-        "JOIN reconcile.runs r ON r.table_key = s.table_key AND r.run_id = :run "
-        "AND r.stage = 'pull' "
+        "SELECT s.airtable_record_id AS record_id, s.portal_change_counter AS counter, "
+        "s.pushed_counter AS pushed, s.portal_changed_xid::text AS transaction "
+        "FROM reconcile.sync_state s JOIN reconcile.runs r ON r.table_key = s.table_key "
+        "AND r.run_id = :run AND r.stage = 'pull' "
         "WHERE s.table_key = :t AND s.portal_change_counter > s.pushed_counter "
-        "AND s.portal_changed_at BETWEEN r.started_at AND r.finished_at "
-        "AND s.airtable_record_id IN (SELECT airtable_record_id FROM reconcile.airtable_snapshots "
-        "WHERE run_id = :run)",
+        "AND s.portal_changed_xid::text = ANY(r.transaction_ids) "
+        "ORDER BY s.airtable_record_id LIMIT 100",
         {"t": repo.mapping.name, "run": run_id},
     )
-    ids = [row["record_id"] for row in candidates]
-    echoes = []
-    if ids:
-        with repo.engine.connect() as conn:
-            leads = repo.lock_leads(conn, ids, lock=False)
-            states = repo.lock_states(conn, ids, lock=False)
-        for rid in ids:
-            base = states[rid].base_values
-            portal = {f.column: leads[rid][f.column] for f in repo.mapping.portal_fields}
-            if all(base.get(column) == value for column, value in portal.items()):
-                echoes.append(
-                    {
-                        "record_id": rid,
-                        "counter": states[rid].portal_change_counter,
-                        "pushed": states[rid].pushed_counter,
-                    }
-                )
     return _offenders(
-        echoes,
+        rows,
         "no pulled echo marked a lead dirty",
         "leads were marked dirty by the reconciler's own writes (loop)",
     )
@@ -187,12 +176,13 @@ def push_error_rate(repo: Repository, run_id: str, threshold: float) -> Finding:
 
 
 def quarantine_growth(repo: Repository, run_id: str) -> Finding:
+    """Fields (or whole records) this run held for the first time, with the reason."""
     rows = _rows(
         repo,
-        "SELECT airtable_record_id AS record_id, direction, left(reason, 160) AS reason "
+        "SELECT airtable_record_id AS record_id, field, direction, left(reason, 160) AS reason "
         "FROM reconcile.quarantine WHERE table_key = :t AND released_at IS NULL "
-        # attempts = 1: first held by this run (a record still bad on retry is not growth)
-        "AND run_id = :run AND attempts = 1 ORDER BY last_seen_at DESC LIMIT 100",
+        # attempts = 1: first held by this run (a field still bad on retry is not growth)
+        "AND run_id = :run AND attempts = 1 ORDER BY last_seen_at DESC, id LIMIT 100",
         {"t": repo.mapping.name, "run": run_id},
     )
     total = _rows(
@@ -204,21 +194,47 @@ def quarantine_growth(repo: Repository, run_id: str) -> Finding:
     return Finding(
         passed=not rows,
         count=len(rows),
-        summary="no record quarantined by this run"
+        summary="nothing quarantined by this run"
         if not rows
-        else f"{len(rows)} records quarantined by this run ({total} held in all)",
+        else f"{len(rows)} fields quarantined by this run ({total} held in all)",
         examples=rows[:EXAMPLES],
         figures={"held_in_total": total},
     )
 
 
 def window_drift(repo: Repository, run_id: str) -> Finding:
-    """After the run: fields of the window's records where PostgreSQL still differs from what
-    Airtable said, excluding portal edits still waiting to be pushed."""
-    airtable = pulled_portal_values(repo, run_id)
+    """After the run: fields of the window's records where PostgreSQL differs from what Airtable
+    holds now, as far as this run knows it: the pulled value, or the value this run pushed.
+
+    Left out: portal edits still waiting to be pushed, fields held in quarantine, and records
+    whose newer Airtable version was applied after this snapshot.
+    """
+    airtable = pulled_values(repo, run_id)
     with repo.engine.connect() as conn:
         leads = repo.lock_leads(conn, list(airtable), lock=False)
         states = repo.lock_states(conn, list(airtable), lock=False)
+        pushed = conn.execute(
+            text(
+                "SELECT airtable_record_id, fields_sent FROM reconcile.push_results "
+                "WHERE table_key = :t AND run_id = :run AND fields_sent IS NOT NULL "
+                "AND outcome IN ('updated', 'conflict') ORDER BY id"
+            ),
+            {"t": repo.mapping.name, "run": run_id},
+        ).all()
+        snapshot_times = dict(
+            conn.execute(
+                text(
+                    "SELECT airtable_record_id, max(modified_time) FROM "
+                    "reconcile.airtable_snapshots WHERE table_key = :t AND run_id = :run "
+                    "GROUP BY 1"
+                ),
+                {"t": repo.mapping.name, "run": run_id},
+            ).all()
+        )
+    for rid, sent in pushed:
+        if rid in airtable:
+            airtable[rid] = {**airtable[rid], **sent}
+    by_column = repo.mapping.by_column()
     drifted: dict[str, int] = {}
     examples = []
     for rid, values in airtable.items():
@@ -227,14 +243,24 @@ def window_drift(repo: Repository, run_id: str) -> Finding:
         if lead is None:
             drifted["(missing lead)"] = drifted.get("(missing lead)", 0) + 1
             continue
+        if state is not None and state.deleted_at is not None:
+            continue
+        newer = (
+            state is not None
+            and state.airtable_modified_at is not None
+            and snapshot_times.get(rid) is not None
+            and state.airtable_modified_at > snapshot_times[rid]
+        )
+        if newer:
+            continue  # a newer Airtable version was applied after this snapshot
         pending = state is not None and state.dirty
         fields = [
             c
             for c, v in values.items()
-            if lead[c] != v and not (pending and repo.mapping.by_column()[c].portal_owned)
+            if c in lead
+            and lead[c] != v
+            and not (pending and by_column[c].portal_owned)
         ]
-        if state is not None and state.airtable_modified_at and fields:
-            continue  # a newer Airtable version was applied after this snapshot
         for c in fields:
             drifted[c] = drifted.get(c, 0) + 1
         if fields and len(examples) < EXAMPLES:
@@ -251,14 +277,83 @@ def window_drift(repo: Repository, run_id: str) -> Finding:
     )
 
 
+def pull_continuity(
+    repo: Repository, *, max_lag: dt.timedelta, horizon: dt.timedelta
+) -> Finding:
+    """Stretches of time within `horizon` that no committed pull covered (DESIGN §3.6): holes
+    between committed pulls, and the time since the high-water mark when it lags more than
+    `max_lag` behind now (pulls are failing, or nothing runs)."""
+    with repo.engine.connect() as conn:
+        now = conn.execute(text("SELECT now()")).scalar_one()
+        mark = repo.high_water_mark(conn)
+        intervals = repo.committed_coverage(conn, now - horizon)
+    gaps: list[dict] = []
+    covered_until: dt.datetime | None = None
+    for start, end in intervals:
+        if covered_until is not None and start is not None and start > covered_until:
+            gaps.append({"from": covered_until, "to": start})
+        if covered_until is None or end > covered_until:
+            covered_until = end
+    lag = (now - mark) if mark is not None else None
+    if lag is not None and lag > max_lag:
+        gaps.append({"from": mark, "to": now})
+    examples = [
+        {
+            "from": f"{gap['from']:%Y-%m-%d %H:%M:%S} UTC",
+            "to": f"{gap['to']:%Y-%m-%d %H:%M:%S} UTC",
+            "minutes": round((gap["to"] - gap["from"]).total_seconds() / 60, 1),
+        }
+        for gap in gaps
+    ]
+    if mark is None:
+        summary = "no pull has committed yet: the first run makes a full pull"
+    elif not gaps:
+        summary = f"pulls cover time without a gap up to {mark:%Y-%m-%d %H:%M:%S} UTC"
+    else:
+        summary = (
+            f"{len(gaps)} stretches of time no successful pull covered "
+            f"({sum(e['minutes'] for e in examples):.0f} min); the next successful run pulls "
+            "from the high-water mark and covers them"
+        )
+    return Finding(
+        passed=not gaps,
+        count=len(gaps),
+        summary=summary,
+        examples=examples[:EXAMPLES],
+        figures={
+            "high_water_mark": mark.isoformat() if mark else None,
+            "lag_minutes": round(lag.total_seconds() / 60, 2) if lag is not None else None,
+        },
+    )
+
+
+def portal_writes_to_airtable_fields(repo: Repository, run_id: str) -> Finding:
+    """Portal writes to Airtable-owned columns this run put back to Airtable's value: a portal
+    bug worth seeing (DESIGN §3.1)."""
+    rows = _rows(
+        repo,
+        "SELECT airtable_record_id AS record_id, field, old_value::text AS portal_wrote, "
+        "new_value::text AS restored FROM reconcile.change_history WHERE table_key = :t "
+        "AND run_id = :run AND reason = 'reverted_portal_write' ORDER BY id LIMIT 100",
+        {"t": repo.mapping.name, "run": run_id},
+    )
+    return _offenders(
+        rows,
+        "the portal wrote no Airtable-owned column",
+        "portal writes to Airtable-owned columns were reverted to Airtable's value",
+    )
+
+
 def freshness(repo: Repository, max_age: dt.timedelta) -> Finding:
     """The last successful push is recent and no portal edit waits longer than `max_age`."""
     rows = _rows(
         repo,
         "SELECT (SELECT max(finished_at) FROM reconcile.runs WHERE table_key = :t "
         "AND stage = 'push' AND NOT dry_run) AS last_push, "
-        "(SELECT min(portal_changed_at) FROM reconcile.sync_state WHERE table_key = :t "
-        "AND portal_change_counter > pushed_counter AND deleted_at IS NULL) AS oldest_dirty, "
+        "(SELECT min(s.portal_changed_at) FROM reconcile.sync_state s WHERE s.table_key = :t "
+        "AND s.portal_change_counter > s.pushed_counter AND s.deleted_at IS NULL "
+        f"AND EXISTS (SELECT 1 FROM {repo.table_sql} l WHERE l.{repo.key_sql} = "
+        "s.airtable_record_id)) AS oldest_dirty, "
         "now() AS now",
         {"t": repo.mapping.name},
     )[0]

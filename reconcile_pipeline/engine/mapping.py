@@ -114,6 +114,10 @@ class TableMapping:
     # An Airtable lastModifiedTime field, when the table has one: recorded per record so that an
     # older snapshot never overwrites a newer one (same clock, so comparing is sound).
     modified_time_field: str | None = None
+    # A boolean column of the portal table that shows the portal whether the record still
+    # exists in Airtable (the seeds' `is_active`): false once the record is deleted there, true
+    # again when it reappears. Never a mapped field (the sync owns it). None: not shown.
+    soft_delete_column: str | None = None
     ignored_airtable_fields: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
@@ -123,6 +127,11 @@ class TableMapping:
         names = [f.airtable_name for f in self.fields]
         if len(set(names)) != len(names):
             raise ValueError(f"Mapping {self.name}: an Airtable field is mapped twice")
+        if self.soft_delete_column is not None and self.soft_delete_column in columns:
+            raise ValueError(
+                f"Mapping {self.name}: the soft-delete column {self.soft_delete_column} is also "
+                "a mapped field; the sync owns it: map the Airtable field elsewhere or not at all"
+            )
 
     @property
     def portal_fields(self) -> tuple[FieldSpec, ...]:
@@ -191,11 +200,13 @@ LEADS_MAPPING = TableMapping(
             policy=ConflictPolicy.MERGE_LINES,
             max_length=100_000,
         ),
-        FieldSpec("Is Active", "is_active", FieldKind.BOOLEAN),
         _text("Client ID", "client_id", max_length=64),
         FieldSpec("Tags", "tags", FieldKind.JSON),
         FieldSpec("Attachments", "attachments", FieldKind.JSON),
     ),
-    # Computed fields we deliberately do not store (the coverage report lists them as unmapped).
-    ignored_airtable_fields=frozenset({"Full Name", "Lead Number", "Created"}),
+    # The portal sees Airtable deletes here (DESIGN §3.7). Airtable's own "Is Active" checkbox is
+    # therefore not synced into it: one column cannot have two owners.
+    soft_delete_column="is_active",
+    # Fields we deliberately do not store (the coverage report lists them as not synced).
+    ignored_airtable_fields=frozenset({"Full Name", "Lead Number", "Created", "Is Active"}),
 )

@@ -11,9 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconcile_pipeline.engine.context import RunContext
-from reconcile_pipeline.engine.convert import parse_airtable_time, record_values
+from reconcile_pipeline.engine.convert import (
+    RECORD,
+    FieldProblem,
+    parse_airtable_time,
+    portal_value_problem,
+    record_values,
+    storable_raw,
+)
 from reconcile_pipeline.engine.merge import MISSING, Action, merge_field
 from reconcile_pipeline.engine.repository import Repository, SyncState
+from reconcile_pipeline.engine.retry import retry_on_contention
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +39,18 @@ class PullResult:
     updated: int = 0
     unchanged: int = 0
     conflicts: int = 0
-    quarantined: int = 0
+    quarantined: int = 0  # records with at least one field held
+    quarantined_fields: int = 0
     released: int = 0
+    reverted: int = 0  # portal writes to Airtable-owned columns put back
     echoes: int = 0
     duplicates_in_pull: int = 0
     stale_skipped: int = 0
     restored: int = 0
     dry_run: bool = False
     airtable_values: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    transaction_ids: list[str] = field(default_factory=list, repr=False)
+    high_water_mark: dt.datetime | None = None
     changes: list[dict] = field(default_factory=list, repr=False)
     conflict_rows: list[dict] = field(default_factory=list, repr=False)
     quarantine_rows: list[dict] = field(default_factory=list, repr=False)
@@ -51,7 +63,9 @@ class PullResult:
             "unchanged": self.unchanged,
             "conflicts": self.conflicts,
             "quarantined": self.quarantined,
+            "quarantined_fields": self.quarantined_fields,
             "released": self.released,
+            "reverted": self.reverted,
             "echoes": self.echoes,
             "duplicates_in_pull": self.duplicates_in_pull,
             "stale_skipped": self.stale_skipped,
@@ -62,6 +76,7 @@ class PullResult:
         for name, value in other.counts().items():
             setattr(self, name, getattr(self, name) + value)
         self.airtable_values.update(other.airtable_values)
+        self.transaction_ids.extend(other.transaction_ids)
         for attr in ("changes", "conflict_rows", "quarantine_rows"):
             room = PREVIEW_LIMIT - len(getattr(self, attr))
             getattr(self, attr).extend(getattr(other, attr)[: max(room, 0)])
@@ -69,9 +84,26 @@ class PullResult:
 
 def modified_time(repo: Repository, record: dict) -> dt.datetime | None:
     field_name = repo.mapping.modified_time_field
-    if not field_name:
+    fields = record.get("fields")
+    if not field_name or not isinstance(fields, dict):
         return None
-    return parse_airtable_time(record.get("fields", {}).get(field_name))
+    return parse_airtable_time(fields.get(field_name))
+
+
+def readable(records: Iterable[Any]) -> tuple[list[dict], int]:
+    """The records that carry an id (what every row is keyed by); returns them and how many
+    did not (kept in the raw snapshot, reported, never merged)."""
+    kept, unreadable = [], 0
+    for record in records:
+        if isinstance(record, dict) and isinstance(record.get("id"), str) and record["id"]:
+            kept.append(record)
+        else:
+            unreadable += 1
+    if unreadable:
+        logger.warning(
+            "Stage 1: %d records without an id were kept in the snapshot only", unreadable
+        )
+    return kept, unreadable
 
 
 def dedupe(repo: Repository, records: Iterable[dict]) -> tuple[list[dict], int]:
@@ -89,28 +121,34 @@ def dedupe(repo: Repository, records: Iterable[dict]) -> tuple[list[dict], int]:
     return list(by_id.values()), repeats
 
 
-def pulled_portal_values(
+def pulled_values(
     repo: Repository, run_id: str, record_ids: Sequence[str] | None = None
 ) -> dict[str, dict]:
-    """Airtable's canonical values (every mapped column) of the valid records run `run_id`
-    pulled, only `record_ids`' when given: the push's "current values" and the drift check's
-    reference."""
+    """Airtable's canonical values of the records run `run_id` pulled (only `record_ids`' when
+    given), every mapped column that maps (fields held in quarantine are left out): the drift
+    check's reference."""
     with repo.engine.connect() as conn:
         records = repo.snapshot_records(conn, run_id, record_ids)
-    unique, _ = dedupe(repo, records)
-    values: dict[str, dict] = {}
-    for record in unique:
-        mapped, problems = record_values(repo.mapping, record["fields"])
-        if not problems:
-            values[record["id"]] = mapped
-    return values
+    unique, _ = dedupe(repo, readable(records)[0])
+    return {record["id"]: record_values(repo.mapping, record.get("fields"))[0] for record in unique}
+
+
+def _stamp_times(repo: Repository, records: Sequence[dict]) -> None:
+    """Parsed modified/created times on each record, for the snapshot's typed columns."""
+    for record in records:
+        if not isinstance(record, dict):
+            continue
+        modified = modified_time(repo, record)
+        created = parse_airtable_time(record.get("createdTime"))
+        record["_modified_time"] = modified.isoformat() if modified else None
+        record["_created_time"] = created.isoformat() if created else None
 
 
 def store_snapshot(repo: Repository, records: Sequence[dict], run: RunContext) -> None:
-    """Persist the raw records as pulled (the audit trail and the merge's input)."""
-    for record in records:
-        modified = modified_time(repo, record)
-        record["_modified_time"] = modified.isoformat() if modified else None
+    """Persist the raw records as pulled (the audit trail and the merge's input), losslessly:
+    whatever jsonb refuses is kept as text (DESIGN §3.5)."""
+    records = [r if isinstance(r, dict) else {"id": None, "fields": r} for r in records]
+    _stamp_times(repo, records)
     with repo.reconciler_transaction() as conn:
         repo.insert_snapshots(conn, records, run)
 
@@ -123,33 +161,50 @@ def apply_records(
     store_snapshots: bool = True,
     batch_size: int = BATCH_SIZE,
 ) -> PullResult:
-    """Merge Airtable records into PostgreSQL, one transaction per batch of `batch_size`."""
-    unique, repeats = dedupe(repo, records)
+    """Merge Airtable records into PostgreSQL, one transaction per batch of `batch_size`; a
+    batch that meets concurrent portal writes (deadlock, lock timeout) is retried whole."""
+    records = list(records)
+    if store_snapshots:
+        store_snapshot(repo, records, run)
+    unique, repeats = dedupe(repo, readable(records)[0])
     total = PullResult(dry_run=run.dry_run, duplicates_in_pull=repeats)
     for start in range(0, len(unique), batch_size):
         batch = unique[start : start + batch_size]
-        total.absorb(_apply_batch(repo, batch, run, store_snapshots))
+        total.absorb(
+            retry_on_contention(
+                lambda batch=batch: _apply_batch(repo, batch, run),
+                what=f"Stage 1 batch of {len(batch)} records",
+            )
+        )
         if len(unique) > batch_size:
             logger.info("Stage 1: merged %d/%d records", start + len(batch), len(unique))
     return total
 
 
-def _apply_batch(
-    repo: Repository, records: list[dict], run: RunContext, store_snapshots: bool
-) -> PullResult:
+def _quarantine_row(record_id: str, problem: FieldProblem) -> dict:
+    return {
+        "record_id": record_id,
+        "field": problem.column,
+        "reason": problem.reason,
+        "raw": storable_raw(problem.raw),
+    }
+
+
+def _apply_batch(repo: Repository, records: list[dict], run: RunContext) -> PullResult:
     mapping = repo.mapping
     result = PullResult(pulled=len(records), dry_run=run.dry_run)
-    valid: dict[str, tuple[dict, dict]] = {}
+    converted: dict[str, tuple[dict, dict]] = {}
     quarantine_rows: list[dict] = []
+    valid_fields: list[tuple[str, str]] = []
     for record in records:
-        values, problems = record_values(mapping, record.get("fields", {}))
-        if problems:
-            quarantine_rows.append(
-                {"record_id": record["id"], "reason": "; ".join(problems), "payload": record}
-            )
-        else:
-            valid[record["id"]] = (values, record)
-    result.quarantined = len(quarantine_rows)
+        values, problems = record_values(mapping, record.get("fields"))
+        converted[record["id"]] = (values, record)
+        quarantine_rows.extend(_quarantine_row(record["id"], p) for p in problems)
+        valid_fields.extend((record["id"], column) for column in values)
+        if not any(p.column == RECORD for p in problems):
+            valid_fields.append((record["id"], RECORD))
+        result.quarantined += int(bool(problems))
+    result.quarantined_fields = len(quarantine_rows)
     result.quarantine_rows = quarantine_rows[:PREVIEW_LIMIT]
 
     insert_rows: list[dict] = []
@@ -158,18 +213,14 @@ def _apply_batch(
     touched: list[dict] = []
     history: list[dict] = []
     conflicts: list[dict] = []
+    restored: list[str] = []
 
     with repo.reconciler_transaction(dry_run=run.dry_run) as conn:
-        if store_snapshots:
-            for record in records:
-                modified = modified_time(repo, record)
-                record["_modified_time"] = modified.isoformat() if modified else None
-            repo.insert_snapshots(conn, records, run)
-        ids = list(valid)
+        result.transaction_ids.append(repo.transaction_id(conn))
+        ids = sorted(converted)
         leads = repo.lock_leads(conn, ids)
         states = repo.lock_states(conn, ids)
-        for record_id, (values, record) in valid.items():
-            result.airtable_values[record_id] = values
+        for record_id, (values, record) in converted.items():
             state = states.get(record_id)
             modified = modified_time(repo, record)
             if (
@@ -180,6 +231,7 @@ def _apply_batch(
             ):
                 result.stale_skipped += 1  # an older snapshot than one already applied
                 continue
+            result.airtable_values[record_id] = values
             current = leads.get(record_id)
             created = parse_airtable_time(record.get("createdTime"))
             if current is None:
@@ -197,7 +249,11 @@ def _apply_batch(
                 state_rows.append(
                     _state_row(
                         record_id,
-                        {f.column: values[f.column] for f in mapping.portal_fields},
+                        {
+                            f.column: values[f.column]
+                            for f in mapping.portal_fields
+                            if f.column in values
+                        },
                         modified,
                         created,
                         bump=0,
@@ -211,6 +267,7 @@ def _apply_batch(
             conflicts.extend(outcome["conflicts"])
             result.conflicts += len(outcome["conflicts"])
             result.echoes += outcome["echo"]
+            result.reverted += outcome["reverted"]
             if outcome["row"] is not None:
                 update_rows.append(outcome["row"])
                 result.updated += 1
@@ -218,6 +275,7 @@ def _apply_batch(
                 result.unchanged += 1
             if state is not None and state.deleted_at is not None:
                 result.restored += 1
+                restored.append(record_id)
             if outcome["state_changed"] or state is None or state.deleted_at is not None:
                 state_rows.append(
                     _state_row(
@@ -241,10 +299,11 @@ def _apply_batch(
         repo.update_leads(conn, update_rows)
         repo.upsert_states(conn, state_rows)
         repo.touch_states(conn, touched)
+        repo.show_soft_delete(conn, restored, deleted=False)
         repo.insert_history(conn, history, run)
         repo.insert_conflicts(conn, conflicts, run)
         repo.quarantine(conn, quarantine_rows, "pull", run)
-        result.released = repo.release_quarantine(conn, valid, "pull")
+        result.released = repo.release_quarantine(conn, valid_fields, "pull")
     result.changes = history[:PREVIEW_LIMIT]
     result.conflict_rows = conflicts[:PREVIEW_LIMIT]
     return result
@@ -276,12 +335,17 @@ def _merge_lead(
     history: list[dict] = []
     conflicts: list[dict] = []
     needs_push = False
+    reverted = 0
+    portal_wrote_owned = state is not None and state.owned_write_pending
     for spec in repo.mapping.fields:
         column = spec.column
+        if column not in airtable_values:
+            continue  # held in quarantine: PostgreSQL and the base keep what they had
         airtable, portal = airtable_values[column], current[column]
         if not spec.portal_owned:
             if airtable != portal:
                 changed[column] = airtable
+                reverted += int(portal_wrote_owned)
                 history.append(
                     {
                         "record_id": record_id,
@@ -289,14 +353,21 @@ def _merge_lead(
                         "old": portal,
                         "new": airtable,
                         "direction": AIRTABLE_TO_POSTGRES,
-                        "reason": "airtable_owned",
+                        # A portal write to a column Airtable owns, put back (DESIGN §3.1).
+                        "reason": "reverted_portal_write"
+                        if portal_wrote_owned
+                        else "airtable_owned",
                     }
                 )
             continue
         base = base_values.get(column, MISSING)
         merged = merge_field(base, airtable, portal, spec.policy)
         new_base[column] = merged.base
-        needs_push = needs_push or merged.needs_push
+        # A portal value the mapping rejects is held by the push, never sent: it must not make
+        # the lead dirty again on every pull.
+        needs_push = needs_push or (
+            merged.needs_push and portal_value_problem(spec, merged.push_value) is None
+        )
         if merged.postgres_value != portal:
             changed[column] = merged.postgres_value
             history.append(
@@ -332,6 +403,7 @@ def _merge_lead(
         "history": history,
         "conflicts": conflicts,
         "echo": echo,
+        "reverted": reverted,
         "bump": bump,
         "state_changed": new_base != base_values
         or bump > 0

@@ -1,27 +1,46 @@
-"""Stage 2 — push portal-owned changes to Airtable (loop-free, compare-and-set, bisected 422s).
+"""Stage 2 — push portal-owned changes to Airtable (loop-free, fresh, compare-and-set).
 
-For every dirty lead the three-way decision is made per field against Airtable's current values
-(this run's pull when it covered the lead, else re-read by id, 100 a request). Only fields the
-portal changed are sent, by PATCH, 10 records a request. Airtable accepting a batch moves the
-base to the values sent, so the echo that stage 1 pulls next is a no-op: no loop.
+Dirty leads go out batch by batch: each batch of up to 100 is re-read from Airtable by id (one
+request) right before its PATCHes (10 records a request), so the Airtable value a push decides
+against is at most a couple of seconds old (DESIGN §3.4). Per field, against that fresh value:
+
+- only fields the portal changed since the base are sent, by PATCH;
+- a field Airtable holds a value we cannot read is never overwritten: if the portal changed it,
+  that is a conflict (Airtable wins, recorded); otherwise it is left alone;
+- a portal value the mapping would reject (too long, unknown option, wrong type) is held in
+  quarantine with its reason and never sent;
+- a portal write to an Airtable-owned column is put back to Airtable's value (audited);
+- a record the by-id read proves gone is soft-deleted at once.
+
+Airtable accepting a batch moves the base to the values sent, so the echo that stage 1 pulls
+next is a no-op: no loop. A lead is marked pushed only up to the change counter that was read
+(compare-and-set): a portal edit made meanwhile stays dirty.
 """
 
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from reconcile_pipeline.engine.airtable_port import AirtablePort, describe, status_code_of
 from reconcile_pipeline.engine.context import RunContext
-from reconcile_pipeline.engine.convert import InvalidValue, from_airtable, to_airtable
+from reconcile_pipeline.engine.convert import (
+    RECORD,
+    portal_value_problem,
+    record_values,
+    storable_raw,
+    to_airtable,
+)
 from reconcile_pipeline.engine.merge import MISSING, Action, merge_field
-from reconcile_pipeline.engine.pull import conflict_row, pulled_portal_values
+from reconcile_pipeline.engine.pull import conflict_row
 from reconcile_pipeline.engine.repository import DirtyLead, Repository
+from reconcile_pipeline.engine.retry import retry_on_contention
 
 logger = logging.getLogger(__name__)
 
 POSTGRES_TO_AIRTABLE = "postgres_to_airtable"
+AIRTABLE_TO_POSTGRES = "airtable_to_postgres"
 UPDATE_BATCH = 10  # Airtable's limit per write request
 READ_BATCH = 100  # ids per re-read request (one OR(RECORD_ID()=…) formula)
 MAX_CONSECUTIVE_FAILED_BATCHES = 3
@@ -36,6 +55,8 @@ class LeadPlan:
     airtable: dict[str, Any] = field(default_factory=dict)  # Airtable's values (portal fields)
     base: dict[str, Any] = field(default_factory=dict)  # new agreed values if all goes well
     postgres_writes: dict[str, Any] = field(default_factory=dict)  # Airtable's value wins
+    reverts: set[str] = field(default_factory=set)  # portal writes to Airtable-owned columns
+    held: dict[str, tuple[str, Any]] = field(default_factory=dict)  # column → (reason, value)
     conflicts: list[dict] = field(default_factory=list)
     error: str | None = None
 
@@ -45,7 +66,9 @@ class LeadPlan:
             return "failed"
         if self.conflicts:
             return "conflict"
-        return "updated" if self.send else "skipped"
+        if self.send:
+            return "updated"
+        return "held" if self.held else "skipped"
 
 
 @dataclass
@@ -56,6 +79,10 @@ class PushResult:
     conflicts: int = 0
     failed: int = 0
     quarantined: int = 0
+    held: int = 0  # leads with a portal value the mapping rejects (never sent)
+    deleted: int = 0  # records the by-id read proved gone: soft-deleted
+    reverted: int = 0  # portal writes to Airtable-owned columns put back
+    orphans_settled: int = 0  # dirty states whose lead row the portal deleted
     requests: int = 0
     reread_requests: int = 0
     write_requests: int = 0
@@ -70,6 +97,10 @@ class PushResult:
             "conflicts": self.conflicts,
             "failed": self.failed,
             "quarantined": self.quarantined,
+            "held": self.held,
+            "deleted_in_airtable": self.deleted,
+            "reverted": self.reverted,
+            "orphans_settled": self.orphans_settled,
             "airtable_requests": self.requests,
             "reread_requests": self.reread_requests,
             "write_requests": self.write_requests,
@@ -82,105 +113,191 @@ def push_dirty(
     run: RunContext,
     *,
     lock_name: str,
-    airtable_values: Mapping[str, dict[str, Any]] | None = None,
-    pulled_run_id: str | None = None,
     as_of: dt.datetime | None = None,
-    after_plan=None,
+    after_read: Callable[[list["LeadPlan"]], None] | None = None,
 ) -> PushResult:
     """Push every lead dirty as of `as_of` (all when None). Holds the per-base push lock.
 
-    Airtable's current values come from `airtable_values`, then from the snapshot run
-    `pulled_run_id` stored (read for the dirty leads only), and are re-read by id for the rest.
-
-    `after_plan` is a hook called between reading the leads and marking them pushed (tests use
-    it to land a portal edit while the push is in flight).
+    `after_read` is a hook called between re-reading a batch and writing it (tests use it to
+    land an edit on either side while the push is in flight).
     """
     requests_before = airtable.requests_sent
     result = PushResult(dry_run=run.dry_run)
     with repo.push_lock(lock_name):
+        if not run.dry_run:
+            result.orphans_settled = len(_settle_orphans(repo))
         with repo.engine.connect() as conn:
             dirty = repo.dirty_leads(conn, as_of=as_of)
         result.dirty = len(dirty)
         if not dirty:
             return result
         logger.info("Stage 2: %d dirty leads", len(dirty))
-        known = dict(airtable_values or {})
-        wanted = [lead.record_id for lead in dirty if lead.record_id not in known]
-        if pulled_run_id is not None and wanted:
-            known.update(pulled_portal_values(repo, pulled_run_id, wanted))
-        current, missing, reread_requests = _current_airtable_values(repo, airtable, dirty, known)
-        result.reread_requests = reread_requests
-        plans = [_plan(repo, lead, current.get(lead.record_id)) for lead in dirty]
-        for plan in plans:
-            if plan.lead.record_id in missing:
-                plan.error = "record not found in Airtable (deleted?); left dirty"
-        if after_plan is not None:
-            after_plan(plans)
-        if run.dry_run:
-            _tally(result, plans, quarantined=set())
-            result.requests = airtable.requests_sent - requests_before
-            return result
-        _finish_without_sending(repo, [p for p in plans if not p.send and not p.error], run)
-        quarantined = _send(
-            repo, airtable, [p for p in plans if p.send and not p.error], run, result
-        )
-        _record_failures(repo, [p for p in plans if p.error], run)
-        _tally(result, plans, quarantined)
+        failures = 0
+        for start in range(0, len(dirty), READ_BATCH):
+            chunk = dirty[start : start + READ_BATCH]
+            if failures >= MAX_CONSECUTIVE_FAILED_BATCHES:
+                plans = [LeadPlan(lead=lead) for lead in chunk]
+                for plan in plans:
+                    plan.error = "not attempted: Airtable failed the previous batches; left dirty"
+                _record_failures(repo, plans, run)
+                _tally(result, plans, set())
+                continue
+            ok = _push_chunk(repo, airtable, chunk, run, result, after_read)
+            failures = 0 if ok else failures + 1
+            if len(dirty) > READ_BATCH:
+                logger.info("Stage 2: %d/%d dirty leads done", start + len(chunk), len(dirty))
     result.requests = airtable.requests_sent - requests_before
     return result
 
 
-def _current_airtable_values(
+def _settle_orphans(repo: Repository) -> list[str]:
+    def settle() -> list[str]:
+        with repo.reconciler_transaction() as conn:
+            return repo.settle_orphaned_states(conn)
+
+    orphans = retry_on_contention(settle, what="Settling deleted leads")
+    if orphans:
+        logger.info("Stage 2: %d dirty leads were deleted from the portal; settled", len(orphans))
+    return orphans
+
+
+def _push_chunk(
     repo: Repository,
     airtable: AirtablePort,
-    dirty: Sequence[DirtyLead],
-    known: Mapping[str, dict[str, Any]],
-) -> tuple[dict[str, dict[str, Any]], set[str], int]:
-    """Airtable's portal-field values for the dirty leads; re-reads only what the pull lacks."""
-    portal = repo.mapping.portal_fields
-    current = {lead.record_id: known[lead.record_id] for lead in dirty if lead.record_id in known}
-    to_read = [lead.record_id for lead in dirty if lead.record_id not in known]
-    requests = 0
-    names = [spec.airtable_name for spec in portal]
-    for start in range(0, len(to_read), READ_BATCH):
-        chunk = to_read[start : start + READ_BATCH]
-        for record in airtable.get_records(chunk, fields=names):
-            values = {}
-            for spec in portal:
-                try:
-                    values[spec.column] = from_airtable(
-                        spec, record["fields"].get(spec.airtable_name)
-                    )
-                except InvalidValue:
-                    # Airtable holds something we cannot map; the portal's edit still goes out.
-                    values[spec.column] = MISSING
-            current[record["id"]] = values
-        requests += 1
-    missing = set(to_read) - set(current)
-    return current, missing, requests
+    chunk: Sequence[DirtyLead],
+    run: RunContext,
+    result: PushResult,
+    after_read: Callable[[list["LeadPlan"]], None] | None,
+) -> bool:
+    """Re-read up to 100 dirty leads, decide each, write them; False if Airtable failed."""
+    names = [spec.airtable_name for spec in repo.mapping.fields]
+    try:
+        result.reread_requests += 1
+        fresh = airtable.get_records([lead.record_id for lead in chunk], fields=names)
+    except Exception as error:  # noqa: BLE001 — a failed read leaves the leads dirty
+        message = f"re-read failed: {describe(error)}; left dirty"
+        logger.warning("Stage 2: %s (%d leads)", message, len(chunk))
+        plans = [LeadPlan(lead=lead, error=message) for lead in chunk]
+        _record_failures(repo, plans, run)
+        _tally(result, plans, set())
+        return False
+    by_id = {r["id"]: r for r in fresh if isinstance(r, dict) and isinstance(r.get("id"), str)}
+    plans = [_plan(repo, lead, by_id[lead.record_id]) for lead in chunk if lead.record_id in by_id]
+    gone = [lead for lead in chunk if lead.record_id not in by_id]
+    if after_read is not None:
+        after_read(plans)
+    if run.dry_run:
+        result.deleted += len(gone)
+        _tally(result, plans, set())
+        return True
+    _soft_delete_gone(repo, gone, run, result)
+    _finish_without_sending(repo, [p for p in plans if not p.send], run)
+    quarantined, ok = _send(repo, airtable, [p for p in plans if p.send], run, result)
+    _tally(result, plans, quarantined)
+    return ok
 
 
-def _plan(repo: Repository, lead: DirtyLead, airtable_values: dict[str, Any] | None) -> LeadPlan:
+def _soft_delete_gone(
+    repo: Repository, gone: Sequence[DirtyLead], run: RunContext, result: PushResult
+) -> None:
+    """Records the by-id read proved gone from Airtable: soft-deleted now (DESIGN §3.7), not
+    failed on every tick until the sweep."""
+    if not gone:
+        return
+    ids = [lead.record_id for lead in gone]
+
+    def apply() -> None:
+        with repo.reconciler_transaction() as conn:
+            newly = repo.soft_delete(conn, ids, deleted=True)
+            repo.insert_history(
+                conn,
+                [
+                    {
+                        "record_id": rid,
+                        "field": "*",
+                        "old": None,
+                        "new": {"deleted": True},
+                        "direction": AIRTABLE_TO_POSTGRES,
+                        "reason": "deleted_in_airtable",
+                    }
+                    for rid in ids
+                ],
+                run,
+            )
+            repo.insert_push_results(
+                conn,
+                [
+                    {
+                        "record_id": lead.record_id,
+                        "outcome": "deleted",
+                        "fields_sent": None,
+                        "counter_sent": lead.counter,
+                        "error": None,
+                    }
+                    for lead in gone
+                ],
+                run,
+            )
+            logger.info("Stage 2: %d records are gone from Airtable; soft-deleted", newly)
+
+    retry_on_contention(apply, what="Soft-deleting records gone from Airtable")
+    result.deleted += len(gone)
+
+
+def _plan(repo: Repository, lead: DirtyLead, record: dict) -> "LeadPlan":
+    """Decide every mapped field of one dirty lead against Airtable's fresh record."""
     plan = LeadPlan(lead=lead)
-    if airtable_values is None:
-        return plan
-    for spec in repo.mapping.portal_fields:
+    fields = record.get("fields")
+    values, problems = record_values(repo.mapping, fields)
+    reasons = {p.column: p.reason for p in problems}
+    raw_fields = fields if isinstance(fields, dict) else {}
+    for spec in repo.mapping.fields:
         column = spec.column
         portal = lead.portal_values[column]
-        airtable = airtable_values.get(column)
-        if airtable is MISSING:
-            plan.send[column] = portal
-            plan.base[column] = portal
+        if not spec.portal_owned:
+            if column in values and values[column] != portal:
+                plan.postgres_writes[column] = values[column]
+                plan.reverts.add(column)
             continue
-        plan.airtable[column] = airtable
         base = lead.base_values.get(column, MISSING)
+        if column not in values:
+            # Airtable holds a value we cannot read: never overwrite it. If the portal changed
+            # the field, that is a conflict Airtable wins; the base stays where it was.
+            if base is MISSING or portal != base:
+                reason = reasons.get(column) or reasons.get(RECORD, "unreadable")
+                plan.conflicts.append(
+                    {
+                        "record_id": lead.record_id,
+                        "field": column,
+                        "base": None if base is MISSING else base,
+                        "airtable": storable_raw(raw_fields.get(spec.airtable_name)),
+                        "portal": portal,
+                        "decided": None,
+                        "policy": spec.policy.value,
+                        "decision": "airtable_wins",
+                        "recommendation": f"Airtable holds a value this mapping cannot read "
+                        f"({reason}); it was not overwritten. Fix it in Airtable, or resolve "
+                        "with the portal's value",
+                    }
+                )
+            continue
+        airtable = values[column]
+        plan.airtable[column] = airtable
         merged = merge_field(base, airtable, portal, spec.policy)
         plan.base[column] = merged.base
         if merged.action is Action.TAKE_AIRTABLE or merged.postgres_value != portal:
             plan.postgres_writes[column] = merged.postgres_value
         if merged.needs_push:
-            plan.send[column] = merged.push_value
-            plan.base[column] = merged.push_value
+            problem = portal_value_problem(spec, merged.push_value)
+            if problem is not None:
+                plan.held[column] = (problem, merged.push_value)
+                if base is MISSING:
+                    plan.base.pop(column, None)
+                else:
+                    plan.base[column] = base
+            else:
+                plan.send[column] = merged.push_value
+                plan.base[column] = merged.push_value
         if merged.action is Action.CONFLICT:
             plan.conflicts.append(
                 conflict_row(
@@ -198,18 +315,33 @@ def _plan(repo: Repository, lead: DirtyLead, airtable_values: dict[str, Any] | N
 def _apply_postgres_side(
     repo: Repository, conn, plans: Sequence[LeadPlan], run: RunContext
 ) -> set[str]:
-    """Write Airtable-won values into PostgreSQL, only where the portal has not edited since the
-    read (compare-and-set on the counter). Returns the record ids whose counter moved."""
-    read_counters = {p.lead.record_id: p.lead.counter for p in plans}
-    states = repo.lock_states(conn, list(read_counters))
+    """Write Airtable-won values (and reverts of portal writes to Airtable-owned columns) into
+    PostgreSQL, only where the portal has not written since the read (compare-and-set on both
+    counters). Records conflicts and holds. Returns the record ids whose counters moved."""
+    states = repo.lock_states(conn, sorted(p.lead.record_id for p in plans))
     moved = {
-        rid
-        for rid, counter in read_counters.items()
-        if states[rid].portal_change_counter != counter
+        p.lead.record_id
+        for p in plans
+        if states[p.lead.record_id].portal_change_counter != p.lead.counter
+        or states[p.lead.record_id].owned_write_counter != p.lead.owned_counter
     }
-    rows, history, conflicts = [], [], []
+    rows, history, conflicts, holds, releases = [], [], [], [], []
     for plan in plans:
         rid = plan.lead.record_id
+        holds.extend(
+            {
+                "record_id": rid,
+                "field": column,
+                "reason": f"not sent: {reason}",
+                "raw": storable_raw(value),
+            }
+            for column, (reason, value) in plan.held.items()
+        )
+        releases.extend(
+            (rid, spec.column)
+            for spec in repo.mapping.portal_fields
+            if spec.column not in plan.held
+        )
         if rid in moved:
             continue
         conflicts.extend(plan.conflicts)
@@ -221,37 +353,55 @@ def _apply_postgres_side(
                     "field": col,
                     "old": plan.lead.portal_values[col],
                     "new": value,
-                    "direction": "airtable_to_postgres",
-                    "reason": "push_time_merge",
+                    "direction": AIRTABLE_TO_POSTGRES,
+                    "reason": (
+                        "reverted_portal_write"
+                        if col in plan.reverts and plan.lead.owned_write_pending
+                        else "airtable_owned"
+                        if col in plan.reverts
+                        else "push_time_merge"
+                    ),
                 }
                 for col, value in plan.postgres_writes.items()
             )
     repo.update_leads(conn, rows)
     repo.insert_history(conn, history, run)
     repo.insert_conflicts(conn, conflicts, run)
+    repo.quarantine(conn, holds, "push", run)
+    repo.release_quarantine(conn, releases, "push")
     return moved
+
+
+def _mark_row(plan: LeadPlan, moved: set[str], sent: bool) -> dict:
+    rid = plan.lead.record_id
+    settled = rid not in moved
+    return {
+        "record_id": rid,
+        # Airtable now holds what was sent whatever happened meanwhile: the base moves for the
+        # fields sent; for the others only if the portal did not write meanwhile.
+        "base": plan.base if settled else {c: v for c, v in plan.base.items() if c in plan.send},
+        "sent": plan.send if sent else {},
+        "counter": plan.lead.counter,
+        # Reverts were applied only when nothing moved; otherwise they stay pending.
+        "owned_counter": plan.lead.owned_counter if settled else None,
+    }
 
 
 def _finish_without_sending(repo: Repository, plans: Sequence[LeadPlan], run: RunContext) -> None:
     """Leads with nothing to send: agree the base, mark the counter, record the outcome."""
     if not plans:
         return
-    with repo.reconciler_transaction() as conn:
-        moved = _apply_postgres_side(repo, conn, plans, run)
-        settled = [p for p in plans if p.lead.record_id not in moved]
-        repo.mark_pushed(
-            conn,
-            [
-                {
-                    "record_id": p.lead.record_id,
-                    "base": p.base,
-                    "sent": {},
-                    "counter": p.lead.counter,
-                }
-                for p in settled
-            ],
-        )
-        repo.insert_push_results(conn, [_result_row(p) for p in plans], run)
+
+    def apply() -> None:
+        with repo.reconciler_transaction() as conn:
+            moved = _apply_postgres_side(repo, conn, plans, run)
+            repo.mark_pushed(
+                conn,
+                [_mark_row(p, moved, sent=False) for p in plans if p.lead.record_id not in moved],
+            )
+            repo.insert_push_results(conn, [_result_row(p) for p in plans], run)
+
+    retry_on_contention(apply, what="Stage 2 settling leads with nothing to send")
 
 
 def _send(
@@ -260,22 +410,16 @@ def _send(
     plans: list[LeadPlan],
     run: RunContext,
     result: PushResult,
-) -> set[str]:
-    """PATCH the plans 10 a request; returns the record ids quarantined by Airtable's 422s."""
+) -> tuple[set[str], bool]:
+    """PATCH the plans 10 a request; returns the record ids quarantined by Airtable's 422s and
+    whether every batch went through."""
     quarantined: set[str] = set()
-    consecutive_failures = 0
+    all_ok = True
     for start in range(0, len(plans), UPDATE_BATCH):
         batch = plans[start : start + UPDATE_BATCH]
-        if consecutive_failures >= MAX_CONSECUTIVE_FAILED_BATCHES:
-            for plan in batch:
-                plan.error = "not attempted: Airtable failed the previous batches; left dirty"
-            _record_failures(repo, batch, run)
-            continue
         ok = _send_batch(repo, airtable, batch, run, result, quarantined)
-        consecutive_failures = 0 if ok else consecutive_failures + 1
-        if (start // UPDATE_BATCH) % 20 == 19:
-            logger.info("Stage 2: sent %d/%d leads", start + len(batch), len(plans))
-    return quarantined
+        all_ok = all_ok and ok
+    return quarantined, all_ok
 
 
 def _send_batch(repo, airtable, batch: list[LeadPlan], run, result, quarantined) -> bool:
@@ -314,42 +458,31 @@ def _send_batch(repo, airtable, batch: list[LeadPlan], run, result, quarantined)
 
 
 def _mark_sent(repo: Repository, batch: Sequence[LeadPlan], run: RunContext) -> None:
-    with repo.reconciler_transaction() as conn:
-        moved = _apply_postgres_side(repo, conn, batch, run)
-        repo.mark_pushed(
-            conn,
-            [
-                # Airtable now holds what was sent whatever happened meanwhile: the base moves for
-                # every lead; the counter only as far as the edit that was actually sent.
-                {
-                    "record_id": p.lead.record_id,
-                    "base": p.base
-                    if p.lead.record_id not in moved
-                    else {c: v for c, v in p.base.items() if c in p.send},
-                    "sent": p.send,
-                    "counter": p.lead.counter,
-                }
-                for p in batch
-            ],
-        )
-        repo.insert_history(
-            conn,
-            [
-                {
-                    "record_id": p.lead.record_id,
-                    "field": column,
-                    "old": p.airtable.get(column),
-                    "new": value,
-                    "direction": POSTGRES_TO_AIRTABLE,
-                    "reason": "portal_change",
-                }
-                for p in batch
-                for column, value in p.send.items()
-            ],
-            run,
-        )
-        repo.release_quarantine(conn, [p.lead.record_id for p in batch], "push")
-        repo.insert_push_results(conn, [_result_row(p) for p in batch], run)
+    def apply() -> None:
+        with repo.reconciler_transaction() as conn:
+            moved = _apply_postgres_side(repo, conn, batch, run)
+            repo.mark_pushed(conn, [_mark_row(p, moved, sent=True) for p in batch])
+            repo.insert_history(
+                conn,
+                [
+                    {
+                        "record_id": p.lead.record_id,
+                        "field": column,
+                        "old": p.airtable.get(column),
+                        "new": value,
+                        "direction": POSTGRES_TO_AIRTABLE,
+                        "reason": "portal_change",
+                    }
+                    for p in batch
+                    for column, value in p.send.items()
+                ],
+                run,
+            )
+            repo.release_quarantine(conn, [(p.lead.record_id, RECORD) for p in batch], "push")
+            repo.insert_push_results(conn, [_result_row(p) for p in batch], run)
+
+    # Airtable accepted the batch: recording it must not fail on a busy row.
+    retry_on_contention(apply, what="Stage 2 recording a sent batch")
 
 
 def _quarantine(repo, plan: LeadPlan, reason: str, payload: dict, run: RunContext) -> None:
@@ -357,7 +490,14 @@ def _quarantine(repo, plan: LeadPlan, reason: str, payload: dict, run: RunContex
     with repo.reconciler_transaction() as conn:
         repo.quarantine(
             conn,
-            [{"record_id": plan.lead.record_id, "reason": reason, "payload": payload}],
+            [
+                {
+                    "record_id": plan.lead.record_id,
+                    "field": RECORD,
+                    "reason": reason,
+                    "raw": storable_raw(payload),
+                }
+            ],
             "push",
             run,
         )
@@ -392,11 +532,13 @@ def _tally(result: PushResult, plans: Sequence[LeadPlan], quarantined: set[str])
             outcome = plan.outcome
             if outcome == "failed":
                 result.failed += 1
-            elif outcome == "skipped":
+            elif outcome in ("skipped", "held"):
                 result.skipped += 1
             else:
                 result.updated += int(bool(plan.send))
                 result.skipped += int(not plan.send and outcome != "conflict")
+        result.held += int(bool(plan.held))
+        result.reverted += len(plan.reverts) if plan.lead.owned_write_pending else 0
         result.conflicts += len(plan.conflicts)
         if len(result.results) < 1000:
             result.results.append(

@@ -18,13 +18,18 @@ from sqlalchemy.engine import Connection, Engine
 
 from reconcile_pipeline.db.schema_names import ORIGIN_RECONCILER, ORIGIN_SETTING
 from reconcile_pipeline.engine.context import RunContext
-from reconcile_pipeline.engine.convert import from_postgres
+from reconcile_pipeline.engine.convert import ascii_json, from_postgres, jsonb_safe
 from reconcile_pipeline.engine.mapping import STAGING_SQL_TYPES, TableMapping
 
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
+
+# How long a reconciler statement waits for a row lock before giving up (and retrying its
+# batch). Shorter than PostgreSQL's default deadlock_timeout (1 s): in a lock cycle with a portal
+# transaction, ours times out first and the portal's transaction goes through (DESIGN §3.4).
+LOCK_TIMEOUT = "500ms"
 
 # A list of ids bound as one JSON text: psycopg adapts a Python list element by element, which
 # costs more than PostgreSQL parsing the JSON.
@@ -47,20 +52,30 @@ class SyncState:
     last_pushed_values: dict[str, Any] | None = None
     echo_pending: bool = False
     deleted_at: dt.datetime | None = None
+    owned_write_counter: int = 0
+    owned_reverted_counter: int = 0
 
     @property
     def dirty(self) -> bool:
         return self.portal_change_counter > self.pushed_counter
 
+    @property
+    def owned_write_pending(self) -> bool:
+        """The portal wrote an Airtable-owned column since the last revert."""
+        return self.owned_write_counter > self.owned_reverted_counter
+
 
 @dataclass(frozen=True)
 class DirtyLead:
-    """A lead whose portal change counter is ahead of the counter last pushed."""
+    """A lead whose portal change counter is ahead of the counter last pushed, or whose
+    Airtable-owned columns the portal wrote since the last revert."""
 
     record_id: str
     counter: int
-    portal_values: dict[str, Any]  # canonical, portal-owned columns only
+    portal_values: dict[str, Any]  # canonical, every mapped column
     base_values: dict[str, Any]
+    owned_counter: int = 0
+    owned_write_pending: bool = False
 
 
 class Repository:
@@ -89,8 +104,15 @@ class Repository:
             transaction = conn.begin()
             try:
                 conn.execute(
-                    text("SELECT set_config(:name, :value, true)"),
-                    {"name": ORIGIN_SETTING, "value": ORIGIN_RECONCILER},
+                    text(
+                        "SELECT set_config(:name, :value, true), "
+                        "set_config('lock_timeout', :lock_timeout, true)"
+                    ),
+                    {
+                        "name": ORIGIN_SETTING,
+                        "value": ORIGIN_RECONCILER,
+                        "lock_timeout": LOCK_TIMEOUT,
+                    },
                 )
                 yield conn
             except BaseException:
@@ -118,11 +140,19 @@ class Repository:
                 )
                 conn.commit()
 
+    @staticmethod
+    def transaction_id(conn: Connection) -> str:
+        """This transaction's id (assigned now if it had none): the loop check compares it with
+        the transaction that last bumped a change counter."""
+        return str(conn.execute(text("SELECT pg_current_xact_id()")).scalar_one())
+
     # -- configuration --------------------------------------------------------------------
 
     def register_tracked_columns(self) -> None:
-        """Make the capture trigger watch exactly the mapping's portal-owned columns."""
-        columns = [f.column for f in self.mapping.portal_fields]
+        """Make the capture trigger watch exactly the mapping's columns, each with its owner:
+        portal-owned changes are pushed, portal writes to Airtable-owned ones are reverted."""
+        columns = [f.column for f in self.mapping.fields]
+        owners = [f.owner.value for f in self.mapping.fields]
         with self.engine.begin() as conn:
             conn.execute(
                 text(
@@ -133,10 +163,12 @@ class Repository:
             )
             conn.execute(
                 text(
-                    "INSERT INTO reconcile.tracked_columns (table_key, column_name) "
-                    "SELECT :t, unnest(CAST(:cols AS text[])) ON CONFLICT DO NOTHING"
+                    "INSERT INTO reconcile.tracked_columns (table_key, column_name, owner) "
+                    "SELECT :t, c, o FROM unnest(CAST(:cols AS text[]), CAST(:owners AS text[])) "
+                    "AS u(c, o) ON CONFLICT (table_key, column_name) DO UPDATE "
+                    "SET owner = excluded.owner WHERE tracked_columns.owner <> excluded.owner"
                 ),
-                {"t": self.mapping.name, "cols": columns},
+                {"t": self.mapping.name, "cols": columns, "owners": owners},
             )
 
     def postgres_column_types(self) -> dict[str, str]:
@@ -162,7 +194,10 @@ class Repository:
         rows = conn.execute(
             text(
                 f"SELECT {select_list} FROM {self.table_sql} "
-                f"WHERE {self.key_sql} = ANY({_IDS_ARRAY}){' FOR UPDATE' if lock else ''}"
+                f"WHERE {self.key_sql} = ANY({_IDS_ARRAY}) "
+                # Locks in key order: two transactions locking overlapping sets never wait on
+                # each other in a cycle because of us.
+                f"{f'ORDER BY {self.key_sql} FOR UPDATE' if lock else ''}"
             ),
             {"ids": _json(list(record_ids))},
         ).all()
@@ -178,9 +213,11 @@ class Repository:
         rows = conn.execute(
             text(
                 "SELECT airtable_record_id, base_values, portal_change_counter, pushed_counter, "
-                "airtable_modified_at, last_pushed_values, echo_pending, deleted_at "
+                "airtable_modified_at, last_pushed_values, echo_pending, deleted_at, "
+                "owned_write_counter, owned_reverted_counter "
                 "FROM reconcile.sync_state WHERE table_key = :t "
-                f"AND airtable_record_id = ANY({_IDS_ARRAY})" + (" FOR UPDATE" if lock else "")
+                f"AND airtable_record_id = ANY({_IDS_ARRAY})"
+                + (" ORDER BY airtable_record_id FOR UPDATE" if lock else "")
             ),
             {"t": self.mapping.name, "ids": _json(list(record_ids))},
         ).all()
@@ -189,17 +226,20 @@ class Repository:
     def dirty_leads(
         self, conn: Connection, as_of: dt.datetime | None = None, limit: int | None = None
     ) -> list[DirtyLead]:
-        """Leads with unpushed portal changes (made before `as_of` when given), oldest first."""
-        portal = self.mapping.portal_fields
-        select_list = ", ".join(f"l.{_quote(f.column)}" for f in portal)
+        """Leads with unpushed portal changes (made before `as_of` when given), or with portal
+        writes to Airtable-owned columns waiting to be reverted; oldest first."""
+        specs = self.mapping.fields
+        select_list = ", ".join(f"l.{_quote(f.column)}" for f in specs)
         rows = conn.execute(
             text(
                 f"SELECT s.airtable_record_id, s.portal_change_counter, s.base_values, "
+                f"s.owned_write_counter, s.owned_write_counter > s.owned_reverted_counter, "
                 f"{select_list} FROM reconcile.sync_state s "
                 f"JOIN {self.table_sql} l ON l.{self.key_sql} = s.airtable_record_id "
-                "WHERE s.table_key = :t AND s.portal_change_counter > s.pushed_counter "
-                "AND s.deleted_at IS NULL "
-                "AND (CAST(:as_of AS timestamptz) IS NULL OR s.portal_changed_at < :as_of) "
+                "WHERE s.table_key = :t AND s.deleted_at IS NULL AND ("
+                "(s.portal_change_counter > s.pushed_counter "
+                "AND (CAST(:as_of AS timestamptz) IS NULL OR s.portal_changed_at < :as_of)) "
+                "OR s.owned_write_counter > s.owned_reverted_counter) "
                 "ORDER BY s.portal_changed_at NULLS FIRST, s.airtable_record_id "
                 "LIMIT :limit"
             ),
@@ -210,20 +250,43 @@ class Repository:
                 record_id=row[0],
                 counter=row[1],
                 base_values=row[2] or {},
+                owned_counter=row[3],
+                owned_write_pending=row[4],
                 portal_values={
-                    spec.column: from_postgres(spec, row[3 + i]) for i, spec in enumerate(portal)
+                    spec.column: from_postgres(spec, row[5 + i]) for i, spec in enumerate(specs)
                 },
             )
             for row in rows
         ]
 
+    def settle_orphaned_states(self, conn: Connection) -> list[str]:
+        """Dirty sync states whose lead row the portal deleted: nothing is left to push, so the
+        counter is marked pushed (the lead is no longer stranded as dirty forever). Returns
+        their record ids."""
+        return list(
+            conn.execute(
+                text(
+                    "UPDATE reconcile.sync_state s SET pushed_counter = s.portal_change_counter, "
+                    "owned_reverted_counter = s.owned_write_counter "
+                    "WHERE s.table_key = :t AND (s.portal_change_counter > s.pushed_counter "
+                    "OR s.owned_write_counter > s.owned_reverted_counter) "
+                    f"AND NOT EXISTS (SELECT 1 FROM {self.table_sql} l "
+                    f"WHERE l.{self.key_sql} = s.airtable_record_id) "
+                    "RETURNING s.airtable_record_id"
+                ),
+                {"t": self.mapping.name},
+            ).scalars()
+        )
+
     def count_dirty(self, as_of: dt.datetime | None = None) -> int:
         with self.engine.connect() as conn:
             return conn.execute(
                 text(
-                    "SELECT count(*) FROM reconcile.sync_state WHERE table_key = :t "
-                    "AND portal_change_counter > pushed_counter AND deleted_at IS NULL "
-                    "AND (CAST(:as_of AS timestamptz) IS NULL OR portal_changed_at < :as_of)"
+                    "SELECT count(*) FROM reconcile.sync_state s WHERE s.table_key = :t "
+                    "AND s.portal_change_counter > s.pushed_counter AND s.deleted_at IS NULL "
+                    "AND (CAST(:as_of AS timestamptz) IS NULL OR s.portal_changed_at < :as_of) "
+                    f"AND EXISTS (SELECT 1 FROM {self.table_sql} l "
+                    f"WHERE l.{self.key_sql} = s.airtable_record_id)"
                 ),
                 {"t": self.mapping.name, "as_of": as_of},
             ).scalar_one()
@@ -252,22 +315,27 @@ class Repository:
     # -- writes ---------------------------------------------------------------------------
 
     def insert_leads(self, conn: Connection, rows: Sequence[dict]) -> int:
-        """Insert new leads (key + mapped columns); a key that exists already is left alone."""
-        if not rows:
-            return 0
-        columns = ", ".join([self.key_sql] + [_quote(c) for c in self._columns])
-        result = conn.execute(
-            text(
-                # NOT EXISTS rather than ON CONFLICT: a portal table need not have a unique
-                # constraint on the key (the duplicate check reports it if so).
-                f"INSERT INTO {self.table_sql} ({columns}) SELECT {columns} "
-                f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s({self._record_def}) "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {self.table_sql} AS l "
-                f"WHERE l.{self.key_sql} = s.{self.key_sql})"
-            ),
-            {"rows": _json(rows)},
-        )
-        return result.rowcount
+        """Insert new leads (key + the mapped columns each row carries: a field held in
+        quarantine is left to the column's default); a key that exists already is left alone."""
+        shapes: dict[tuple[str, ...], list[dict]] = {}
+        for row in rows:
+            shapes.setdefault(tuple(c for c in self._columns if c in row), []).append(row)
+        inserted = 0
+        for shape, group in shapes.items():
+            columns = ", ".join([self.key_sql] + [_quote(c) for c in shape])
+            inserted += conn.execute(
+                text(
+                    # NOT EXISTS rather than ON CONFLICT: a portal table need not have a unique
+                    # constraint on the key (the duplicate check reports it if so).
+                    f"INSERT INTO {self.table_sql} ({columns}) SELECT {columns} "
+                    f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+                    f"AS s({self._staging_def(shape)}) "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM {self.table_sql} AS l "
+                    f"WHERE l.{self.key_sql} = s.{self.key_sql})"
+                ),
+                {"rows": _json(group)},
+            ).rowcount
+        return inserted
 
     def update_leads(self, conn: Connection, rows: Sequence[dict]) -> int:
         """Write the mapped columns each row carries to existing leads; columns a row does not
@@ -359,7 +427,8 @@ class Repository:
         Compare-and-set on the counter that was read: pushed_counter becomes the counter sent
         (never lower than it was), so an edit that landed while the request was in flight keeps
         the lead dirty and goes out next time. Rows: record_id, base (column → agreed value,
-        merged into the base), sent (column → value sent; {} when nothing was), counter.
+        merged into the base), sent (column → value sent; {} when nothing was), counter, and
+        optionally owned_counter (the owned-write counter whose writes were reverted).
         """
         if not rows:
             return
@@ -368,13 +437,15 @@ class Repository:
                 "UPDATE reconcile.sync_state AS st SET "
                 "base_values = st.base_values || s.base, "
                 "pushed_counter = GREATEST(st.pushed_counter, s.counter), "
+                "owned_reverted_counter = GREATEST(st.owned_reverted_counter, "
+                "coalesce(s.owned_counter, 0)), "
                 "last_pushed_at = CASE WHEN s.sent = '{}'::jsonb THEN st.last_pushed_at "
                 "ELSE now() END, "
                 "last_pushed_values = CASE WHEN s.sent = '{}'::jsonb THEN st.last_pushed_values "
                 "ELSE s.sent END, "
                 "echo_pending = st.echo_pending OR s.sent <> '{}'::jsonb "
                 "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s(record_id text, base jsonb, "
-                "sent jsonb, counter bigint) "
+                "sent jsonb, counter bigint, owned_counter bigint) "
                 "WHERE st.table_key = :t AND st.airtable_record_id = s.record_id"
             ),
             {"t": self.mapping.name, "rows": _json(rows)},
@@ -384,6 +455,7 @@ class Repository:
         """Mark records gone from Airtable (or back again). Never deletes a lead row."""
         if not record_ids:
             return 0
+        self.show_soft_delete(conn, record_ids, deleted)
         if deleted:
             statement = (
                 "INSERT INTO reconcile.sync_state (table_key, airtable_record_id, deleted_at) "
@@ -399,6 +471,21 @@ class Repository:
         return conn.execute(
             text(statement), {"t": self.mapping.name, "ids": list(record_ids)}
         ).rowcount
+
+    def show_soft_delete(self, conn: Connection, record_ids: Sequence[str], deleted: bool) -> None:
+        """Set the table's soft-delete column (false: gone from Airtable) on these leads, so the
+        portal sees deletes (DESIGN §3.7). In a reconciler transaction: not a portal edit."""
+        column = self.mapping.soft_delete_column
+        if column is None or not record_ids:
+            return
+        conn.execute(
+            text(
+                f"UPDATE {self.table_sql} SET {_quote(column)} = :active "
+                f"WHERE {self.key_sql} = ANY({_IDS_ARRAY}) "
+                f"AND {_quote(column)} IS DISTINCT FROM :active"
+            ),
+            {"active": not deleted, "ids": _json(sorted(record_ids))},
+        )
 
     def deleted_record_ids(self, conn: Connection) -> set[str]:
         return set(
@@ -427,20 +514,112 @@ class Repository:
             params["ids"] = _json(list(record_ids))
         rows = conn.execute(
             text(
-                "SELECT id, airtable_record_id, fields, created_time "
+                "SELECT id, airtable_record_id, fields, created_time, raw_record "
                 "FROM reconcile.airtable_snapshots WHERE table_key = :t AND run_id = :run "
                 + only_ids
             ),
             params,
         ).all()
         rows.sort(key=lambda row: row[0])
+        records = []
+        for _, rid, fields, created, raw_record in rows:
+            if raw_record is not None:  # what jsonb refused, exactly as Airtable sent it
+                records.append(json.loads(raw_record))
+                continue
+            records.append(
+                {
+                    "id": rid,
+                    "fields": fields,
+                    "createdTime": created.isoformat().replace("+00:00", "Z") if created else None,
+                }
+            )
+        return records
+
+    # -- coverage in time (DESIGN §3.6) ---------------------------------------------------
+
+    def high_water_mark(self, conn: Connection | None = None) -> dt.datetime | None:
+        """Pulls of this table have committed without a gap up to this time (None: never)."""
+        sql = text("SELECT mark FROM reconcile.high_water_marks WHERE table_key = :t")
+        if conn is not None:
+            return conn.execute(sql, {"t": self.mapping.name}).scalar_one_or_none()
+        with self.engine.connect() as own:
+            return own.execute(sql, {"t": self.mapping.name}).scalar_one_or_none()
+
+    def record_pull(
+        self, run: RunContext, pull_start: dt.datetime | None, pull_end: dt.datetime
+    ) -> None:
+        """A pull listed Airtable over [pull_start, pull_end) (not yet merged)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO reconcile.pull_coverage (table_key, run_id, pull_start, "
+                    "pull_end, window_start, window_end) VALUES (:t, :run_id, :start, :end, "
+                    ":window_start, :window_end)"
+                ),
+                {
+                    "t": self.mapping.name,
+                    "start": pull_start,
+                    "end": pull_end,
+                    **self._audit_params(run),
+                },
+            )
+
+    def commit_pull(self, conn: Connection, run: RunContext) -> dt.datetime | None:
+        """The run's pull is merged: mark it committed and advance the high-water mark to its
+        end if it started at or before the mark (contiguous coverage); returns the mark."""
+        pulled = conn.execute(
+            text(
+                "UPDATE reconcile.pull_coverage SET committed_at = now() WHERE table_key = :t "
+                "AND run_id = :run_id AND committed_at IS NULL RETURNING pull_start, pull_end"
+            ),
+            {"t": self.mapping.name, "run_id": run.run_id},
+        ).all()
+        for pull_start, pull_end in pulled:
+            conn.execute(
+                text(
+                    "INSERT INTO reconcile.high_water_marks AS m (table_key, mark, run_id) "
+                    # A full pull (no start) sets the mark whatever it was; a windowed pull
+                    # moves it only when it started at or before it (no gap left behind).
+                    "SELECT :t, :end, :run_id WHERE CAST(:start AS timestamptz) IS NULL "
+                    "ON CONFLICT (table_key) DO UPDATE SET mark = excluded.mark, "
+                    "run_id = excluded.run_id, updated_at = now() WHERE m.mark < excluded.mark"
+                ),
+                {
+                    "t": self.mapping.name,
+                    "start": pull_start,
+                    "end": pull_end,
+                    "run_id": run.run_id,
+                },
+            )
+            conn.execute(
+                text(
+                    "UPDATE reconcile.high_water_marks SET mark = :end, run_id = :run_id, "
+                    "updated_at = now() WHERE table_key = :t AND mark < :end "
+                    "AND mark >= :start"
+                ),
+                {
+                    "t": self.mapping.name,
+                    "start": pull_start,
+                    "end": pull_end,
+                    "run_id": run.run_id,
+                },
+            )
+        return self.high_water_mark(conn)
+
+    def committed_coverage(
+        self, conn: Connection, since: dt.datetime
+    ) -> list[tuple[dt.datetime | None, dt.datetime]]:
+        """Committed pull intervals ending after `since`, by start."""
         return [
-            {
-                "id": rid,
-                "fields": fields,
-                "createdTime": created.isoformat().replace("+00:00", "Z") if created else None,
-            }
-            for _, rid, fields, created in rows
+            (start, end)
+            for start, end in conn.execute(
+                text(
+                    "SELECT pull_start, pull_end FROM reconcile.pull_coverage "
+                    "WHERE table_key = :t AND committed_at IS NOT NULL AND pull_end > :since "
+                    "ORDER BY pull_start NULLS FIRST"
+                ),
+                {"t": self.mapping.name, "since": since},
+            ).all()
         ]
 
     # -- audit ----------------------------------------------------------------------------
@@ -449,22 +628,35 @@ class Repository:
         """The raw Airtable records as pulled: the audit trail of what Airtable said."""
         if not records:
             return
-        rows = [
-            {
-                "record_id": r["id"],
-                "fields": r.get("fields", {}),
-                "created_time": r.get("createdTime"),
-                "modified_time": r.get("_modified_time"),
-            }
-            for r in records
-        ]
+        rows = []
+        for r in records:
+            record = {k: v for k, v in r.items() if k != "_modified_time"}
+            fields, created = record.get("fields"), record.get("createdTime")
+            created_time = r.get("_created_time")
+            whole = (
+                isinstance(record.get("id"), str)
+                and isinstance(fields, dict)
+                and jsonb_safe(record)
+                and (created is None or created_time is not None)
+            )
+            rows.append(
+                {
+                    "record_id": record.get("id") if isinstance(record.get("id"), str) else "",
+                    # Stored as jsonb when PostgreSQL can hold it, else losslessly as text.
+                    "fields": fields if whole else None,
+                    "raw_record": None if whole else ascii_json(record),
+                    "created_time": created_time,
+                    "modified_time": r.get("_modified_time"),
+                }
+            )
         conn.execute(
             text(
                 "INSERT INTO reconcile.airtable_snapshots (table_key, airtable_record_id, fields, "
-                "created_time, modified_time, run_id, window_start, window_end) "
-                "SELECT :t, s.record_id, s.fields, s.created_time, s.modified_time, :run_id, "
-                ":window_start, :window_end FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
-                "AS s(record_id text, fields jsonb, created_time timestamptz, "
+                "raw_record, created_time, modified_time, run_id, window_start, window_end) "
+                "SELECT :t, s.record_id, s.fields, s.raw_record, s.created_time, "
+                "s.modified_time, :run_id, :window_start, :window_end "
+                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+                "AS s(record_id text, fields jsonb, raw_record text, created_time timestamptz, "
                 "modified_time timestamptz)"
             ),
             {"t": self.mapping.name, "rows": _json(rows), **self._audit_params(run)},
@@ -508,20 +700,23 @@ class Repository:
     def quarantine(
         self, conn: Connection, rows: Sequence[dict], direction: str, run: RunContext
     ) -> None:
-        """Rows: record_id, reason, payload. A record already held is updated, not duplicated."""
+        """Rows: record_id, field (a column, or "*" for the whole record), reason, raw (the
+        value held, made storable), payload (optional context). A field already held is
+        updated, not duplicated."""
         if not rows:
             return
         conn.execute(
             text(
-                "INSERT INTO reconcile.quarantine AS q (table_key, airtable_record_id, "
-                "direction, reason, raw_payload, run_id) "
-                "SELECT :t, s.record_id, :direction, s.reason, s.payload, :run_id "
-                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s(record_id text, "
-                "reason text, payload jsonb) "
-                "ON CONFLICT (table_key, airtable_record_id, direction) "
+                "INSERT INTO reconcile.quarantine AS q (table_key, airtable_record_id, field, "
+                "direction, reason, raw_value, raw_payload, run_id) "
+                "SELECT :t, s.record_id, coalesce(s.field, '*'), :direction, s.reason, s.raw, "
+                "s.payload, :run_id "
+                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s(record_id text, field text, "
+                "reason text, raw jsonb, payload jsonb) "
+                "ON CONFLICT (table_key, airtable_record_id, direction, field) "
                 "WHERE released_at IS NULL DO UPDATE SET reason = excluded.reason, "
-                "raw_payload = excluded.raw_payload, attempts = q.attempts + 1, "
-                "last_seen_at = now(), run_id = excluded.run_id"
+                "raw_value = excluded.raw_value, raw_payload = excluded.raw_payload, "
+                "attempts = q.attempts + 1, last_seen_at = now(), run_id = excluded.run_id"
             ),
             {
                 "t": self.mapping.name,
@@ -531,32 +726,46 @@ class Repository:
             },
         )
 
+    def held_fields(self, conn: Connection, direction: str) -> set[tuple[str, str]]:
+        """(record id, field) of every open hold in `direction` (few: an index read)."""
+        return {
+            (rid, fld)
+            for rid, fld in conn.execute(
+                text(
+                    "SELECT airtable_record_id, field FROM reconcile.quarantine "
+                    "WHERE table_key = :t AND direction = :d AND released_at IS NULL"
+                ),
+                {"t": self.mapping.name, "d": direction},
+            ).all()
+        }
+
     def release_quarantine(
-        self, conn: Connection, record_ids: Iterable[str], direction: str
+        self, conn: Connection, fields: Iterable[tuple[str, str]], direction: str
     ) -> int:
-        """Release the held records among `record_ids` (they came back valid).
+        """Release the holds on these (record id, field) pairs: they came back valid (a record
+        that came back whole releases its "*" hold too).
 
         Reads the few open holds first and updates only those it finds: a 2000-record batch
         with nothing quarantined costs one small index read, not a 2000-id probe.
         """
-        held = set(
-            conn.execute(
-                text(
-                    "SELECT airtable_record_id FROM reconcile.quarantine WHERE table_key = :t "
-                    "AND direction = :d AND released_at IS NULL"
-                ),
-                {"t": self.mapping.name, "d": direction},
-            ).scalars()
-        )
-        ids = [record_id for record_id in record_ids if record_id in held]
-        if not ids:
+        held = self.held_fields(conn, direction)
+        if not held:
+            return 0
+        wanted = [pair for pair in fields if pair in held]
+        if not wanted:
             return 0
         return conn.execute(
             text(
-                "UPDATE reconcile.quarantine SET released_at = now() WHERE table_key = :t "
-                "AND direction = :d AND airtable_record_id = ANY(:ids) AND released_at IS NULL"
+                "UPDATE reconcile.quarantine q SET released_at = now() "
+                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s(record_id text, field text) "
+                "WHERE q.table_key = :t AND q.direction = :d AND q.released_at IS NULL "
+                "AND q.airtable_record_id = s.record_id AND q.field = s.field"
             ),
-            {"t": self.mapping.name, "d": direction, "ids": ids},
+            {
+                "t": self.mapping.name,
+                "d": direction,
+                "rows": _json([{"record_id": r, "field": f} for r, f in wanted]),
+            },
         ).rowcount
 
     def insert_push_results(self, conn: Connection, rows: Sequence[dict], run: RunContext) -> None:
@@ -575,17 +784,26 @@ class Repository:
             {"t": self.mapping.name, "rows": _json(rows), **self._audit_params(run)},
         )
 
-    def record_run(self, stage: str, run: RunContext, stats: dict, started_at: dt.datetime) -> None:
+    def record_run(
+        self,
+        stage: str,
+        run: RunContext,
+        stats: dict,
+        started_at: dt.datetime,
+        transaction_ids: Sequence[str] = (),
+    ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 text(
                     "INSERT INTO reconcile.runs (table_key, stage, run_id, window_start, "
-                    "window_end, dry_run, stats, started_at) VALUES (:t, :stage, :run_id, "
-                    ":window_start, :window_end, :dry_run, CAST(:stats AS jsonb), :started_at)"
+                    "window_end, dry_run, stats, started_at, transaction_ids) VALUES (:t, "
+                    ":stage, :run_id, :window_start, :window_end, :dry_run, "
+                    "CAST(:stats AS jsonb), :started_at, CAST(:xids AS text[]))"
                 ),
                 {
                     "t": self.mapping.name,
                     "stage": stage,
+                    "xids": list(transaction_ids),
                     "stats": _json(stats),
                     "dry_run": run.dry_run,
                     "started_at": started_at,

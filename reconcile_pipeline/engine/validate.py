@@ -33,6 +33,12 @@ def validate_postgres(repo: Repository) -> None:
     problems = []
     if mapping.key_column not in columns:
         problems.append(f"key column {mapping.key_column} is missing")
+    soft_delete = mapping.soft_delete_column
+    if soft_delete is not None and columns.get(soft_delete) != "boolean":
+        problems.append(
+            f"soft-delete column {soft_delete} is "
+            f"{columns.get(soft_delete, 'missing')}, expected boolean"
+        )
     for spec in mapping.fields:
         found = columns.get(spec.column)
         if found is None:

@@ -53,7 +53,7 @@ class Reconciler:
     def __init__(self, repo: Repository, client: AirtableClient) -> None:
         self.repo, self.client = repo, client
 
-    def __call__(self, dry_run: bool = False, after_plan=None):
+    def __call__(self, dry_run: bool = False, after_read=None, after_pull=None):
         now = dt.datetime.now(dt.UTC)
         run = RunContext(
             run_id=f"test-{uuid.uuid4().hex[:8]}",
@@ -63,17 +63,12 @@ class Reconciler:
         )
         fetch_window(self.repo, self.client, run, overlap=dt.timedelta(minutes=5))
         pull = merge_snapshot(self.repo, run)
-        if after_plan is not None:
+        if after_pull is not None:
+            after_pull()
+        if after_read is not None:
             from reconcile_pipeline.engine.push import push_dirty
 
-            push = push_dirty(
-                self.repo,
-                self.client,
-                run,
-                lock_name="test",
-                pulled_run_id=run.run_id,
-                after_plan=after_plan,
-            )
+            push = push_dirty(self.repo, self.client, run, lock_name="test", after_read=after_read)
         else:
             push = push_window(self.repo, self.client, run, lock_name="test")
         return pull, push

@@ -54,9 +54,12 @@ def test_invalid_values_name_the_field_and_problem(spec, raw, reason):
 
 
 def test_record_values_reports_every_problem_and_missing_required_field():
-    values, problems = record_values(LEADS_MAPPING, {"ICP Score": "high", "Status": "Nope"})
+    values, found = record_values(LEADS_MAPPING, {"ICP Score": "high", "Status": "Nope"})
+    problems = [p.reason for p in found]
 
     assert "Email: required field is missing" in problems
     assert any(p.startswith("ICP Score") for p in problems)
     assert any(p.startswith("Status") for p in problems)
     assert values["booked"] is False
+    assert {p.column for p in found} == {"email", "icp_score", "status"}
+    assert "icp_score" not in values and values["first_name"] is None

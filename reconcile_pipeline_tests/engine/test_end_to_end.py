@@ -170,9 +170,10 @@ class RereadSpy:
         return getattr(self._client, name)
 
 
-def test_the_push_rereads_only_the_dirty_leads_this_run_did_not_pull(
+def test_the_push_rereads_every_dirty_lead_by_id_100_a_request(
     emulator, engine, client, repo, reconcile
 ):
+    """The values a push decides against are fresh (DESIGN §3.4): never this run's pull."""
     pulled, not_pulled = (
         seed(emulator, Email="a@example.com"),
         seed(emulator, Email="b@example.com"),
@@ -184,9 +185,9 @@ def test_the_push_rereads_only_the_dirty_leads_this_run_did_not_pull(
     store_snapshot(repo, [r for r in emulator.all_records(BASE, TABLE) if r["id"] == pulled], run)
     spy = RereadSpy(client)
 
-    push = push_dirty(repo, spy, run, lock_name="test", pulled_run_id=run.run_id)
+    push = push_dirty(repo, spy, run, lock_name="test")
 
-    assert spy.reread == [not_pulled]  # the pulled lead's values came from the snapshot
+    assert sorted(spy.reread) == sorted([pulled, not_pulled])
     assert (push.updated, push.reread_requests) == (2, 1)
     assert airtable_fields(emulator, pulled)["Claimed By"] == "ana"
     assert airtable_fields(emulator, not_pulled)["Claimed By"] == "bo"
@@ -200,7 +201,7 @@ def test_edit_during_an_in_flight_push_stays_dirty(emulator, engine, reconcile, 
     def portal_edits_meanwhile(plans):
         portal_write(engine, rid, claimed_by="bo")
 
-    _, push = reconcile(after_plan=portal_edits_meanwhile)
+    _, push = reconcile(after_read=portal_edits_meanwhile)
 
     assert push.updated == 1
     assert airtable_fields(emulator, rid)["Claimed By"] == "ana"  # what was read and sent
@@ -236,10 +237,10 @@ def test_a_second_push_for_the_base_waits_for_the_first_and_sends_nothing_again(
         first_in_flight.set()
         let_first_finish.wait(timeout=30)
 
-    def push(name: str, airtable, after_plan=None) -> None:
+    def push(name: str, airtable, after_read=None) -> None:
         run = RunContext(run_id=f"{name}-{uuid.uuid4().hex[:6]}")
         results[name] = push_dirty(
-            repo, airtable, run, lock_name="base-under-test", after_plan=after_plan
+            repo, airtable, run, lock_name="base-under-test", after_read=after_read
         )
 
     second_client = AirtableClient(
@@ -277,9 +278,27 @@ def test_a_second_push_for_the_base_waits_for_the_first_and_sends_nothing_again(
     assert all(airtable_fields(emulator, rid)["Claimed By"] == "ana" for rid in rids)
 
 
-def test_a_batch_with_one_rejected_record_pushes_nine_and_quarantines_one(
-    emulator, engine, reconcile
+def test_a_batch_with_one_record_airtable_rejects_pushes_nine_and_quarantines_one(
+    emulator, engine, client
 ):
+    """A value our mapping accepts but Airtable answers 422 for: the batch is bisected down to
+    the one record, which is quarantined; the nine others go out."""
+    import dataclasses
+
+    from reconcile_pipeline.engine.mapping import LEADS_MAPPING
+    from reconcile_pipeline.engine.repository import Repository
+    from reconcile_pipeline_tests.engine.conftest import Reconciler
+
+    permissive = dataclasses.replace(
+        LEADS_MAPPING,
+        fields=tuple(
+            dataclasses.replace(f, choices=None) if f.column == "processing_status" else f
+            for f in LEADS_MAPPING.fields
+        ),
+    )
+    repo = Repository(engine, permissive)
+    repo.register_tracked_columns()
+    reconcile = Reconciler(repo, client)
     rids = [seed(emulator, Email=f"b{i}@example.com") for i in range(10)]
     reconcile()
     for rid in rids:
@@ -301,6 +320,45 @@ def test_a_batch_with_one_rejected_record_pushes_nine_and_quarantines_one(
         ).one()
     assert held[0] == rids[4]
     assert "422" in held[1]
+
+
+def test_a_portal_value_the_mapping_rejects_is_held_and_never_sent(emulator, engine, reconcile):
+    """DESIGN §3.4: a 300-character Claimed By is not sent (Airtable would take it, and its
+    echo would then be quarantined on every pull); the lead's valid edits still go out."""
+    rid = seed(emulator)
+    reconcile()
+    portal_write(engine, rid, claimed_by="x" * 300, notes="called back")
+    patches_before = writes(emulator)
+
+    _, push = reconcile()
+
+    fields = airtable_fields(emulator, rid)
+    assert "Claimed By" not in fields  # never sent
+    assert fields["Notes"] == "called back"  # the valid edit of the same lead went out
+    assert (push.updated, push.held) == (1, 1)
+    assert writes(emulator) - patches_before == 1
+    with engine.connect() as conn:
+        held = conn.execute(
+            text(
+                "SELECT field, reason FROM reconcile.quarantine "
+                "WHERE direction = 'push' AND released_at IS NULL"
+            )
+        ).one()
+    assert held[0] == "claimed_by" and "300 characters" in held[1]
+
+    # Held is not dirty-forever: the next runs send nothing and do not re-mark the lead.
+    pull, push = reconcile()
+    assert (push.dirty, writes(emulator) - patches_before) == (0, 1)
+
+    # The portal fixes the value: it goes out and the hold is released.
+    portal_write(engine, rid, claimed_by="ana")
+    reconcile()
+    assert airtable_fields(emulator, rid)["Claimed By"] == "ana"
+    with engine.connect() as conn:
+        open_holds = conn.execute(
+            text("SELECT count(*) FROM reconcile.quarantine WHERE released_at IS NULL")
+        ).scalar_one()
+    assert open_holds == 0
 
 
 @pytest.mark.parametrize(

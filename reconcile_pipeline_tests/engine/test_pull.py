@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.mapping import LEADS_MAPPING
-from reconcile_pipeline.engine.pull import apply_records, pulled_portal_values, store_snapshot
+from reconcile_pipeline.engine.pull import apply_records, pulled_values, store_snapshot
 from reconcile_pipeline.engine.repository import Repository
 from reconcile_pipeline_tests.engine.builders import airtable_record, record_id
 
@@ -169,26 +169,57 @@ def test_partial_record_never_touches_local_or_unmapped_columns(engine, repo):
     assert after["status"] == "Engaged"
 
 
-def test_invalid_record_is_quarantined_the_rest_proceed_and_it_leaves_when_valid(engine, repo):
+def test_an_invalid_field_is_held_the_record_s_other_fields_sync_and_it_leaves_when_valid(
+    engine, repo
+):
     good, bad = record_id(105), record_id(106)
     result = apply_records(
-        repo, [airtable_record(good), airtable_record(bad, ICP_Score="very high")], RUN
+        repo,
+        [airtable_record(good), airtable_record(bad, ICP_Score="very high", Status="Engaged")],
+        RUN,
     )
 
-    assert (result.inserted, result.quarantined) == (1, 1)
+    # Field-level quarantine (DESIGN §3.5): only ICP Score is held; the record is inserted.
+    assert (result.inserted, result.quarantined, result.quarantined_fields) == (2, 1, 1)
+    assert lead(engine, bad)["status"] == "Engaged"
+    assert lead(engine, bad)["icp_score"] is None
     with engine.connect() as conn:
         held = conn.execute(
             text(
-                "SELECT airtable_record_id, reason, raw_payload->'fields'->>'ICP Score' "
+                "SELECT airtable_record_id, field, reason, raw_value #>> '{}' "
                 "FROM reconcile.quarantine WHERE released_at IS NULL"
             )
         ).one()
-    assert held[0] == bad and "ICP Score" in held[1] and held[2] == "very high"
+    assert held[0] == bad and held[1] == "icp_score" and "ICP Score" in held[2]
+    assert held[3] == "very high"
 
-    later = apply_records(repo, [airtable_record(bad, ICP_Score=80)], RUN)
+    later = apply_records(repo, [airtable_record(bad, ICP_Score=80, Status="Engaged")], RUN)
 
-    assert (later.inserted, later.released) == (1, 1)
+    assert (later.updated, later.released) == (1, 1)
+    assert lead(engine, bad)["icp_score"] == 80
     assert table_count(engine, "reconcile.quarantine WHERE released_at IS NULL") == 0
+
+
+def test_a_held_field_keeps_its_last_good_value_while_other_airtable_changes_arrive(engine, repo):
+    rid = record_id(110)
+    apply_records(repo, [airtable_record(rid, Email="ok@example.com", Status="New")], RUN)
+
+    # Required Email cleared and an unknown option in Lead Source, while Status changes too.
+    result = apply_records(
+        repo, [airtable_record(rid, Email=None, Status="Qualified", Lead_Source="Billboard")], RUN
+    )
+
+    assert result.quarantined_fields == 2
+    row = lead(engine, rid)
+    assert row["status"] == "Qualified"  # the record's other fields keep syncing
+    assert row["email"] == "ok@example.com"  # the held field keeps its last good value
+    with engine.connect() as conn:
+        reasons = dict(
+            conn.execute(
+                text("SELECT field, reason FROM reconcile.quarantine WHERE released_at IS NULL")
+            ).all()
+        )
+    assert "required" in reasons["email"] and "Billboard" in reasons["lead_source"]
 
 
 def test_dry_run_reports_the_plan_and_writes_nothing(engine, repo):
@@ -221,8 +252,10 @@ def test_an_older_snapshot_never_overwrites_a_newer_one(engine, repo):
     assert lead(engine, rid)["status"] == "Qualified"
 
 
-def test_pulled_values_for_some_ids_take_the_newest_valid_version_of_each(engine, repo):
-    """The push's view of what this run pulled, read for the dirty leads only."""
+def test_pulled_values_for_some_ids_take_the_newest_version_of_each_without_held_fields(
+    engine, repo
+):
+    """The drift check's view of what this run pulled."""
     twice, invalid, other = record_id(120), record_id(121), record_id(122)
     newer = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
     run = RunContext(run_id="pulled-values")
@@ -230,7 +263,7 @@ def test_pulled_values_for_some_ids_take_the_newest_valid_version_of_each(engine
         repo,
         [
             airtable_record(twice, Claimed_By="new", modified=newer),
-            airtable_record(invalid, ICP_Score="very high"),
+            airtable_record(invalid, ICP_Score="very high", Claimed_By="x"),
             airtable_record(other, Claimed_By="other"),
             # Stored last, but older: a repeat of the record from an earlier page of the pull.
             airtable_record(twice, Claimed_By="old", modified=newer - dt.timedelta(minutes=5)),
@@ -238,11 +271,12 @@ def test_pulled_values_for_some_ids_take_the_newest_valid_version_of_each(engine
         run,
     )
 
-    values = pulled_portal_values(repo, run.run_id, [twice, invalid])
+    values = pulled_values(repo, run.run_id, [twice, invalid])
 
-    assert list(values) == [twice]  # the invalid one is left to a re-read; `other` not asked
+    assert sorted(values) == sorted([twice, invalid])  # `other` not asked
     assert values[twice]["claimed_by"] == "new"
-    assert pulled_portal_values(repo, run.run_id, []) == {}
+    assert "icp_score" not in values[invalid] and values[invalid]["claimed_by"] == "x"
+    assert pulled_values(repo, run.run_id, []) == {}
 
 
 def test_quarantine_growth_counts_only_records_first_held_by_the_run(engine, repo):

@@ -14,6 +14,8 @@ RECONCILE_TABLES = {
     "quarantine",
     "push_results",
     "runs",
+    "high_water_marks",
+    "pull_coverage",
     "alembic_version",
 }
 
