@@ -13,7 +13,18 @@ requests are not written to the request log. Routes:
   "created_time", "modified_time", "typecast"}`` (times: one ISO string or a list)
 - ``POST /_emulator/records/edit`` — ``{"base", "table", "id", "fields", "modified_time"}``
 - ``POST /_emulator/records/delete`` — ``{"base", "table", "id"}``
+- ``POST /_emulator/records/raw`` — ``{"base", "table", "id", "fields", "modified_time"}``
+  stores the values verbatim (see `Emulator.put_raw_fields`); answers the record
+- ``POST /_emulator/records/seed-raw`` — ``{"base", "table", "records": [fields…],
+  "created_time", "modified_time"}``, every field raw; answers ``{"ids"}``
 - ``POST /_emulator/reset`` — ``{"base"?, "table"?}`` deletes records
+- ``POST /_emulator/schema/rename-table`` — ``{"base", "table", "name"}``
+- ``POST /_emulator/schema/rename-field`` — ``{"base", "table", "field", "name"}``
+- ``POST /_emulator/schema/delete-field`` — ``{"base", "table", "field"}``
+- ``POST /_emulator/schema/retype-field`` — ``{"base", "table", "field", "type", "options"?}``
+
+Request bodies are parsed by `json.loads`, which accepts the bare ``NaN`` / ``Infinity``
+tokens and lone-surrogate escapes (``"\\ud800"``), so raw values arrive intact.
 """
 
 import json
@@ -85,6 +96,33 @@ def _dispatch(
     if route == ("POST", "records/delete"):
         emulator.delete_record(body["base"], body["table"], body["id"])
         return {"deleted": True}
+    if route == ("POST", "records/raw"):
+        return emulator.put_raw_fields(
+            body["base"],
+            body["table"],
+            body["id"],
+            body["fields"],
+            modified_time=body.get("modified_time"),
+        )
+    if route == ("POST", "records/seed-raw"):
+        ids = emulator.seed_raw_records(
+            body["base"],
+            body["table"],
+            body["records"],
+            created_time=body.get("created_time"),
+            modified_time=body.get("modified_time"),
+        )
+        return {"ids": ids}
+    if route == ("POST", "schema/rename-table"):
+        return emulator.rename_table(body["base"], body["table"], body["name"])
+    if route == ("POST", "schema/rename-field"):
+        return emulator.rename_field(body["base"], body["table"], body["field"], body["name"])
+    if route == ("POST", "schema/delete-field"):
+        return emulator.delete_field(body["base"], body["table"], body["field"])
+    if route == ("POST", "schema/retype-field"):
+        return emulator.retype_field(
+            body["base"], body["table"], body["field"], body["type"], body.get("options")
+        )
     if route == ("POST", "reset"):
         return {"deleted": emulator.clear_records(body.get("base"), body.get("table"))}
     raise ApiError(404, "NOT_FOUND")

@@ -1,5 +1,6 @@
 """`EmulatorAdmin`: a small client for the admin endpoints of a separately running emulator."""
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -35,6 +36,16 @@ class EmulatorAdmin:
         )
         response.raise_for_status()
         return response.json()
+
+    def _post_verbatim(self, path: str, body: Mapping[str, Any]) -> Any:
+        """POST JSON that may hold NaN or infinities (``requests``' ``json=`` refuses them).
+
+        ``json.dumps`` writes them as bare tokens and escapes lone surrogates (``\\ud800``)
+        and everything else non-ASCII, so the body is always valid UTF-8.
+        """
+        data = json.dumps(body, allow_nan=True).encode("ascii")
+        headers = {"Content-Type": "application/json"}
+        return self._call("POST", path, data=data, headers=headers)
 
     def wait_until_ready(self, timeout_seconds: float = 10.0) -> None:
         """Poll the health endpoint until the emulator answers.
@@ -89,6 +100,73 @@ class EmulatorAdmin:
             "typecast": typecast,
         }
         return self._call("POST", "records/edit", json=body)
+
+    def put_raw_fields(
+        self,
+        base_id: str,
+        table: str,
+        record_id: str,
+        fields: Mapping[str, Any],
+        modified_time: datetime | str | None = None,
+    ) -> dict[str, Any]:
+        """Store values verbatim (see `Emulator.put_raw_fields`); returns the record."""
+        body = {
+            "base": base_id,
+            "table": table,
+            "id": record_id,
+            "fields": dict(fields),
+            "modified_time": _time_json(modified_time),
+        }
+        return self._post_verbatim("records/raw", body)
+
+    def seed_raw_records(
+        self,
+        base_id: str,
+        table: str,
+        records: Sequence[Mapping[str, Any]],
+        created_time: Any = None,
+        modified_time: Any = None,
+    ) -> list[str]:
+        """`seed_records` with every given field stored raw; returns the new ids."""
+        body = {
+            "base": base_id,
+            "table": table,
+            "records": [dict(r) for r in records],
+            "created_time": _time_json(created_time),
+            "modified_time": _time_json(modified_time),
+        }
+        return self._post_verbatim("records/seed-raw", body)["ids"]
+
+    def rename_table(self, base_id: str, table: str, new_name: str) -> dict[str, Any]:
+        body = {"base": base_id, "table": table, "name": new_name}
+        return self._call("POST", "schema/rename-table", json=body)
+
+    def rename_field(
+        self, base_id: str, table: str, field_id_or_name: str, new_name: str
+    ) -> dict[str, Any]:
+        body = {"base": base_id, "table": table, "field": field_id_or_name, "name": new_name}
+        return self._call("POST", "schema/rename-field", json=body)
+
+    def delete_field(self, base_id: str, table: str, field_id_or_name: str) -> dict[str, Any]:
+        body = {"base": base_id, "table": table, "field": field_id_or_name}
+        return self._call("POST", "schema/delete-field", json=body)
+
+    def retype_field(
+        self,
+        base_id: str,
+        table: str,
+        field_id_or_name: str,
+        new_type: str,
+        options: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "base": base_id,
+            "table": table,
+            "field": field_id_or_name,
+            "type": new_type,
+            "options": dict(options) if options is not None else None,
+        }
+        return self._call("POST", "schema/retype-field", json=body)
 
     def delete_record(self, base_id: str, table: str, record_id: str) -> None:
         self._call(

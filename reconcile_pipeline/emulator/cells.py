@@ -1,9 +1,12 @@
 """Cell values by field type: validating writes (with ``typecast``), API output, formula input.
 
 Stored values are normalised and never mutated in place (a write replaces the value), so
-responses can reference them without copying. Empty values are stored as absent.
+responses can reference them without copying. Empty values are stored as absent. Raw values
+(see `records.StoredRecord.raw`) skip all of this: `raw_value` only checks they are JSON and
+`raw_formula_input` is how formulas see them.
 """
 
+import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -11,12 +14,15 @@ from typing import Any
 
 from reconcile_pipeline.emulator.clock import format_datetime, new_id, parse_datetime
 from reconcile_pipeline.emulator.errors import ApiError, invalid_value
+from reconcile_pipeline.emulator.formula_values import FormulaRuntimeError
 from reconcile_pipeline.emulator.schema import FieldSchema
 
 TEXT_TYPES = frozenset(
     {"singleLineText", "multilineText", "email", "url", "phoneNumber", "richText", "barcode"}
 )
 NUMBER_TYPES = frozenset({"number", "currency", "percent", "duration", "rating"})
+DATE_TYPES = frozenset({"date", "dateTime", "createdTime", "lastModifiedTime"})
+_SPECIAL_NUMBERS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 LinkChecker = Callable[[str, str], bool]
 
@@ -85,6 +91,48 @@ def formula_input(field: FieldSchema, value: Any) -> Any:
     if isinstance(value, list):
         return ", ".join(str(item) for item in value)
     return value
+
+
+def raw_value(value: Any) -> Any:
+    """A private copy of a raw value; NaN, infinities and lone surrogates are kept.
+
+    Raises:
+        ValueError: the value is not JSON (a datetime, a set, a non-string key…).
+    """
+    try:
+        return json.loads(json.dumps(value, allow_nan=True))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"raw field values must be JSON: {exc}") from exc
+
+
+def raw_formula_input(field: FieldSchema, value: Any) -> Any:
+    """How a formula sees a raw value: like a stored one where it can, else an error.
+
+    Text in a date field is a date when it parses (and is in range); a formula error object
+    (``{"error": "#ERROR!"}``) or any other object is a formula error, as a reference to an
+    erroring field is in Airtable; ``{"specialValue": "NaN"}`` is NaN.
+
+    Raises:
+        FormulaRuntimeError: the value is an object.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        if field.type in DATE_TYPES:
+            try:
+                return parse_datetime(value)
+            except (ValueError, OverflowError):
+                return value
+        return value
+    if isinstance(value, list):
+        return ", ".join(
+            item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
+            for item in value
+        )
+    special = value.get("specialValue") if isinstance(value, dict) and len(value) == 1 else None
+    if special in _SPECIAL_NUMBERS:
+        return _SPECIAL_NUMBERS[special]
+    raise FormulaRuntimeError(f"Field {field.name} holds an object")
 
 
 def _text(field: FieldSchema, value: Any, typecast: bool) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from reconcile_pipeline.emulator import schema_edit
 from reconcile_pipeline.emulator.admin_api import handle_admin
 from reconcile_pipeline.emulator.api import Route, WebApi
 from reconcile_pipeline.emulator.clock import coerce_datetime, utc_now
@@ -42,7 +43,15 @@ class Response:
     drop: bool = False  # close the connection without answering (the write was applied)
 
     def body(self) -> bytes:
-        return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False).encode()
+        """UTF-8 JSON; NaN and infinities go out as the bare tokens (as Python writes them).
+
+        A lone surrogate (a raw test value) has no UTF-8 form: such a payload goes out with
+        every non-ASCII character escaped, so it arrives as ``\\ud800``.
+        """
+        try:
+            return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            return json.dumps(self.payload, separators=(",", ":")).encode()
 
 
 class Emulator:
@@ -188,6 +197,85 @@ class Emulator:
 
     def delete_record(self, base_id: str, table: str, record_id: str) -> None:
         self.store.delete_records(base_id, table, [record_id])
+
+    def put_raw_fields(
+        self,
+        base_id: str,
+        table: str,
+        record_id: str,
+        fields: Mapping[str, Any],
+        modified_time: datetime | str | None = None,
+    ) -> dict[str, Any]:
+        """Store values verbatim, bypassing validation: hostile data for client tests.
+
+        ``fields`` maps field names or ids to any JSON value (NaN, lone surrogates, NUL,
+        objects, ``None``…), computed fields included; the public API then serves exactly
+        these values (even empty ones). Bumps the record's and the fields' last-modified
+        times (to ``modified_time`` or now), as an edit inside Airtable would. A regular
+        write to a field replaces its raw value. Returns the record, API-shaped.
+        """
+        return self.store.put_raw_fields(
+            base_id,
+            table,
+            record_id,
+            fields,
+            modified_time=coerce_datetime(modified_time) if modified_time else None,
+        )
+
+    def seed_raw_records(
+        self,
+        base_id: str,
+        table: str,
+        records: Sequence[Mapping[str, Any]],
+        created_time: TimeArg = None,
+        modified_time: TimeArg = None,
+    ) -> list[str]:
+        """`seed_records` with every given field stored raw (see `put_raw_fields`)."""
+        created = _per_record(created_time, len(records), "created_time")
+        modified = _per_record(modified_time, len(records), "modified_time")
+        now = utc_now()
+        result = self.store.create_raw_records(
+            base_id,
+            table,
+            records,
+            created_times=[c or now for c in created] if created_time is not None else None,
+            modified_times=modified if modified_time is not None else None,
+        )
+        return [record["id"] for record in result]
+
+    # ----- schema edits (what someone editing the base in Airtable's UI does) -------------
+
+    def rename_table(self, base_id: str, table: str, new_name: str) -> dict[str, Any]:
+        """Rename a table (id or name); returns its metadata. The id stays."""
+        return schema_edit.rename_table(self.store, base_id, table, new_name)
+
+    def rename_field(
+        self, base_id: str, table: str, field_id_or_name: str, new_name: str
+    ) -> dict[str, Any]:
+        """Rename a field; returns its metadata. The id stays; formula fields follow."""
+        return schema_edit.rename_field(self.store, base_id, table, field_id_or_name, new_name)
+
+    def delete_field(self, base_id: str, table: str, field_id_or_name: str) -> dict[str, Any]:
+        """Delete a (non-primary) field and its values; returns ``{"id", "deleted": True}``."""
+        return schema_edit.delete_field(self.store, base_id, table, field_id_or_name)
+
+    def retype_field(
+        self,
+        base_id: str,
+        table: str,
+        field_id_or_name: str,
+        new_type: str,
+        options: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Change a field's type and options (values converted or cleared); its metadata."""
+        return schema_edit.retype_field(
+            self.store,
+            base_id,
+            table,
+            field_id_or_name,
+            new_type,
+            dict(options) if options is not None else None,
+        )
 
     def all_records(self, base_id: str, table: str) -> list[dict[str, Any]]:
         """Every record, API-shaped (field names, empty values omitted), creation order."""

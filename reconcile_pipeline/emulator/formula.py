@@ -82,8 +82,8 @@ class CompiledFormula:
         """
         try:
             return truthy(self.evaluate(context))
-        except FormulaRuntimeError:
-            return False
+        except (FormulaRuntimeError, ArithmeticError, ValueError, TypeError):
+            return False  # the last three: a value no function expected (raw test data)
 
 
 def compile_formula(
@@ -137,7 +137,10 @@ class _Compiler:
         op = _COMPARATORS.get(node.op) or _ARITHMETIC[node.op]
 
         def evaluate(ctx: FormulaContext) -> Any:
-            return op(left(ctx), right(ctx))
+            try:
+                return op(left(ctx), right(ctx))
+            except (ArithmeticError, ValueError, TypeError) as exc:  # e.g. 10**400 + 0.5
+                raise FormulaRuntimeError(f"{node.op}: {exc}") from exc
 
         return evaluate
 

@@ -232,3 +232,51 @@ def parse(text: str) -> Node:
     if not text.strip():
         raise FormulaSyntaxError("Empty formula")
     return _Parser(tokenize(text)).parse()
+
+
+def field_ref(name: str) -> str:
+    """``{name}`` with a closing brace escaped, as `tokenize` reads it back."""
+    return "{" + name.replace("}", "\\}") + "}"
+
+
+def rename_field_refs(text: str, old: str, new: str) -> str:
+    """The formula with references to field ``old`` (braced or bare) pointing at ``new``.
+
+    Strings and everything else are copied unchanged; a formula that does not tokenize is
+    returned as is.
+    """
+    out: list[str] = []
+    i, n = 0, len(text)
+    try:
+        while i < n:
+            ch = text[i]
+            if ch in "'\"":
+                _, end = _read_string(text, i)
+                out.append(text[i:end])
+            elif ch == "{":
+                name, end = _read_field(text, i)
+                out.append(field_ref(new) if name == old else text[i:end])
+            elif ch.isdigit() or (ch == "." and i + 1 < n and text[i + 1].isdigit()):
+                end = i
+                while end < n and (text[end].isdigit() or text[end] == "."):
+                    end += 1
+                exponent = _EXPONENT.match(text, end)
+                end = exponent.end() if exponent else end
+                out.append(text[i:end])
+            elif ch.isalpha() or ch == "_":
+                end = i
+                while end < n and (text[end].isalnum() or text[end] == "_"):
+                    end += 1
+                word, after = text[i:end], end
+                while after < n and text[after].isspace():
+                    after += 1
+                is_call = after < n and text[after] == "("
+                is_bare_ref = not is_call and word.upper() not in ("TRUE", "FALSE")
+                out.append(field_ref(new) if is_bare_ref and word == old else word)
+            else:
+                end = i + 1
+                out.append(ch)
+            i = end
+    except FormulaSyntaxError:
+        return text
+    return "".join(out)

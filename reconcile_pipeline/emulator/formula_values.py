@@ -69,7 +69,7 @@ def to_datetime(value: Any) -> datetime | None:
     if isinstance(value, str):
         try:
             return parse_datetime(value)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:  # overflow: e.g. 9999-12-31T23:59-14:00
             raise FormulaRuntimeError(f"Cannot use {value!r} as a date") from exc
     raise FormulaRuntimeError(f"Cannot use {value!r} as a date")
 

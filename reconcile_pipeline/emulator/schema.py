@@ -75,6 +75,10 @@ class TableSchema:
     views: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Rebuild the lookups after fields were renamed, added or removed."""
         self._by_id = {f.id: f for f in self.fields}
         self._by_name = {f.name: f for f in self.fields}
 

@@ -5,6 +5,10 @@ order). Timestamps follow Airtable: ``createdTime`` on create; a record never ed
 creation has no last-modified time; an edit bumps the record's and each changed field's
 last-modified time; computed fields (formulas, created/modified time, autonumber) are derived
 on read, so their changes never bump anything.
+
+Raw cells (`put_raw_fields`, `create_raw_records`) hold any JSON value verbatim, bypassing
+validation: they are served exactly as stored, even empty or ``null``, and override computed
+fields too. A regular write to the field replaces a raw value.
 """
 
 import copy
@@ -55,6 +59,8 @@ class _RecordContext:
         return self.record.created
 
     def field_value(self, field_schema: FieldSchema) -> Any:
+        if field_schema.id in self.record.raw:
+            return cells.raw_formula_input(field_schema, self.record.cells.get(field_schema.id))
         if field_schema.computed:
             return self.store._computed_value(self, field_schema)
         return cells.formula_input(field_schema, self.record.cells.get(field_schema.id))
@@ -163,7 +169,7 @@ class Store:
                 sort_field = self._field(table, key)
                 keys.append(
                     (
-                        lambda r, f=sort_field: _RecordContext(self, table, r, now).field_value(f),
+                        lambda r, f=sort_field: self._sort_value(table, r, f, now),
                         direction == "desc",
                     )
                 )
@@ -172,6 +178,14 @@ class Store:
         if query.max_records is not None:
             ids = ids[: query.max_records]
         return ids
+
+    def _sort_value(
+        self, table: TableData, record: StoredRecord, column: FieldSchema, now: datetime
+    ) -> Any:
+        try:
+            return _RecordContext(self, table, record, now).field_value(column)
+        except FormulaRuntimeError:
+            return None  # an erroring formula or a raw object sorts as blank
 
     def _field_filter(self, table: TableData, keys: list[str] | None) -> set[str] | None:
         if keys is None:
@@ -329,6 +343,80 @@ class Store:
                 "updatedRecords": updated_ids,
             }
 
+    def put_raw_fields(
+        self,
+        base_id: str,
+        table_key: str,
+        record_id: str,
+        fields: Mapping[str, Any],
+        modified_time: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Store values verbatim (no validation or normalisation, computed fields included).
+
+        Always bumps the record's and the fields' last-modified times (to ``modified_time`` or
+        now), even when a value is unchanged. Returns the record, API-shaped.
+
+        Raises:
+            ApiError: unknown table, record (404) or field (422 UNKNOWN_FIELD_NAME).
+            ValueError: ``fields`` is not an object of JSON values.
+        """
+        with self.lock:
+            table = self.table(base_id, table_key)
+            record = table.records.get(record_id)
+            if record is None:
+                raise not_found()
+            values = self._prepare_raw(table, fields)
+            now = modified_time or utc_now()
+            for field_id, value in values.items():
+                record.cells[field_id] = value
+                record.field_modified[field_id] = now
+            record.raw = record.raw.union(values)
+            record.last_modified = now
+            self.version += 1
+            return self._serialize(table, record, False, None, utc_now())
+
+    def create_raw_records(
+        self,
+        base_id: str,
+        table_key: str,
+        fields_list: Sequence[Mapping[str, Any]],
+        created_times: Sequence[datetime] | None = None,
+        modified_times: Sequence[datetime | None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Create records whose given fields all hold raw values (see `put_raw_fields`).
+
+        Like `create_records`: a record without a modified time has never been modified.
+        """
+        with self.lock:
+            table = self.table(base_id, table_key)
+            prepared = [self._prepare_raw(table, fields) for fields in fields_list]
+            now = utc_now()
+            created = []
+            for index, values in enumerate(prepared):
+                created_at = created_times[index] if created_times else now
+                record = StoredRecord(
+                    id=self._new_record_id(table),
+                    created=created_at,
+                    created_text=format_datetime(created_at),
+                    auto_number=table.next_auto_number,
+                    cells=values,
+                    raw=frozenset(values),
+                )
+                modified_at = modified_times[index] if modified_times else None
+                if modified_at is not None:
+                    record.last_modified = modified_at
+                    record.field_modified = dict.fromkeys(values, modified_at)
+                table.next_auto_number += 1
+                table.records[record.id] = record
+                created.append(record)
+            self.version += 1
+            return [self._serialize(table, r, False, None, now) for r in created]
+
+    def _prepare_raw(self, table: TableData, fields: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(fields, Mapping):
+            raise ValueError("raw fields must be an object")
+        return {self._field(table, key).id: cells.raw_value(v) for key, v in fields.items()}
+
     def delete_records(
         self, base_id: str, table_key: str, record_ids: Sequence[str]
     ) -> list[dict[str, Any]]:
@@ -377,13 +465,16 @@ class Store:
         if replace:
             for field_id in [f for f in record.cells if f not in values]:
                 del record.cells[field_id]
+                record.raw = record.raw - {field_id}
                 record.field_modified[field_id] = now
                 changed = True
         for field_id, value in values.items():
-            if record.cells.get(field_id) == value:
+            if field_id in record.raw:
+                record.raw = record.raw - {field_id}  # a regular write replaces a raw value
+            elif record.cells.get(field_id) == value:
                 continue
             if value is None:
-                del record.cells[field_id]
+                record.cells.pop(field_id, None)
             else:
                 record.cells[field_id] = value
             record.field_modified[field_id] = now
@@ -409,8 +500,12 @@ class Store:
     ) -> dict[str, Any]:
         fields: dict[str, Any] = {}
         context = None
+        raw = record.raw
         for column in table.schema.fields:
             if field_filter is not None and column.id not in field_filter:
+                continue
+            if raw and column.id in raw:
+                fields[column.id if by_field_id else column.name] = record.cells.get(column.id)
                 continue
             if column.computed:
                 context = context or _RecordContext(self, table, record, now)
@@ -427,7 +522,7 @@ class Store:
     def _computed_output(self, context: _RecordContext, column: FieldSchema) -> Any:
         try:
             value = self._computed_value(context, column)
-        except FormulaRuntimeError:
+        except (FormulaRuntimeError, ArithmeticError, ValueError, TypeError):
             return {"error": "#ERROR!"}
         if isinstance(value, datetime):
             return format_datetime(value)
@@ -472,6 +567,11 @@ class Store:
             if len(self._formulas) > _FORMULA_CACHE_SIZE:
                 self._formulas.popitem(last=False)
         return cached
+
+    def schema_changed(self) -> None:
+        """After a schema edit (under the lock): recompile formulas, mark the data changed."""
+        self._formulas.clear()
+        self.version += 1
 
     # ----- persistence --------------------------------------------------------------------
 
