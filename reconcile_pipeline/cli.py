@@ -3,11 +3,16 @@
 import argparse
 import datetime as dt
 import logging
+import os
+import shlex
 import sys
 import warnings
 
 from sqlalchemy import create_engine, text
 
+from reconcile_pipeline import settings
+from reconcile_pipeline.airtable.client import TOKEN_ENV, clean_token
+from reconcile_pipeline.airtable.errors import AirtableConfigError
 from reconcile_pipeline.db import urls as url_tools
 from reconcile_pipeline.db.embedded import EmbeddedPostgres
 from reconcile_pipeline.db.migrate import current_revision, head_revision
@@ -15,11 +20,34 @@ from reconcile_pipeline.instance import prepare_environment
 
 
 def _cmd_db_start(args: argparse.Namespace) -> int:
-    info = EmbeddedPostgres().start()
-    urls = prepare_environment()
-    print(f"Embedded PostgreSQL running (pid {info.pid}), data in {info.pgdata}")
-    print(f"  DATABASE_URL={urls.app}")
-    print(f"  DAGSTER_POSTGRES_URL={urls.dagster}")
+    if settings.configured_database_url():
+        urls = prepare_environment(start_embedded=False)
+        print("DATABASE_URL is set: your PostgreSQL is used (no embedded server); schema migrated.")
+    else:
+        info = EmbeddedPostgres().start()
+        urls = prepare_environment()
+        print(f"Embedded PostgreSQL running (pid {info.pid}), data in {info.pgdata}")
+    # Redacted: this output lands in terminals, CI logs and bug reports. The full values are
+    # printed only on request, by `reconcile db env`.
+    print(f"  DATABASE_URL={url_tools.redact(urls.app)}")
+    print(f"  DAGSTER_POSTGRES_URL={url_tools.redact(urls.dagster)}")
+    print('Passwords are hidden; eval "$(reconcile db env)" exports the full values.')
+    return 0
+
+
+def _cmd_db_env(args: argparse.Namespace) -> int:
+    """`export` lines with the full URLs (passwords included) and DAGSTER_HOME, for `eval`."""
+    try:
+        urls = prepare_environment(start_embedded=False, migrate=False)
+    except RuntimeError as exc:  # embedded server not running and no DATABASE_URL
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return 2
+    for name, value in (
+        (settings.DATABASE_URL_ENV, urls.app),
+        (settings.DAGSTER_POSTGRES_URL_ENV, urls.dagster),
+        ("DAGSTER_HOME", os.environ["DAGSTER_HOME"]),
+    ):
+        print(f"export {name}={shlex.quote(value)}")
     return 0
 
 
@@ -100,12 +128,26 @@ def report_run(label: str, result) -> bool:
     return False
 
 
+def _clean_airtable_token_env() -> None:
+    """Trim AIRTABLE_API_KEY in this process's environment (runs and child processes read it
+    from there); blank counts as unset. Raises AirtableConfigError for a token that is not one
+    word of printable ASCII, naming the variable, never the value."""
+    value = os.environ.get(TOKEN_ENV)
+    if value is None:
+        return
+    if not value.strip():
+        del os.environ[TOKEN_ENV]
+        return
+    os.environ[TOKEN_ENV] = clean_token(value)
+
+
 def _cmd_backfill(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from reconcile_pipeline.demo.environment import airtable_target
     from reconcile_pipeline.launch import run_reconcile
 
+    _clean_airtable_token_env()
     hours = args.hours + 24 * args.days
     now = args.now or dt.datetime.now(dt.UTC)
     ok = True
@@ -126,6 +168,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 def _cmd_ui(args: argparse.Namespace) -> int:
     from reconcile_pipeline.demo.ui import run_ui
 
+    _clean_airtable_token_env()
     return run_ui(port=args.port, trickle_seconds=args.trickle_seconds)
 
 
@@ -159,6 +202,7 @@ def _cmd_conflicts(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from reconcile_pipeline.demo.run import run_demo
 
+    _clean_airtable_token_env()
     return run_demo()
 
 
@@ -169,8 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="the embedded PostgreSQL and the schema")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser(
-        "start", help="start (or reuse) the embedded server, migrate, print the URLs"
+        "start",
+        help="start (or reuse) the embedded server, migrate, print the URLs (passwords hidden)",
     ).set_defaults(func=_cmd_db_start)
+    db_commands.add_parser(
+        "env",
+        help="print export lines with the full database URLs (passwords included) and "
+        'DAGSTER_HOME: eval "$(reconcile db env)"',
+    ).set_defaults(func=_cmd_db_env)
     db_commands.add_parser("stop", help="stop the embedded server").set_defaults(func=_cmd_db_stop)
     db_commands.add_parser("upgrade", help="apply schema migrations (idempotent)").set_defaults(
         func=_cmd_db_upgrade
@@ -228,7 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     _quiet_dagster_warnings()
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except AirtableConfigError as exc:
+        # A configuration error: one message saying what to set, no traceback (exit 2).
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -29,6 +29,35 @@ PAGE_SIZE = 100  # Airtable's maximum page
 MAX_RECORDS_PER_WRITE = 10  # Airtable's maximum per create/update request
 _ITERATOR_EXPIRED = "LIST_RECORDS_ITERATOR_NOT_AVAILABLE"
 _MAX_CONNECT_TIMEOUT_SECONDS = 10.0
+TOKEN_ENV = "AIRTABLE_API_KEY"
+
+
+def clean_token(value: str | None, variable: str = TOKEN_ENV) -> str:
+    """`value` without surrounding whitespace, checked to be usable in an HTTP header.
+
+    A token pasted with its line break (`export AIRTABLE_API_KEY="$(cat token.txt)"`, a secret
+    store that keeps the newline) must work as it is meant; anything inside the token that could
+    not travel in a header is refused here, before requests would refuse it quoting the header.
+
+    Raises:
+        AirtableConfigError: the token is missing or blank, or holds whitespace, a control
+            character or a non-ASCII character inside it; the message names `variable` and the
+            position, never the value.
+    """
+    if value is None or not value.strip():
+        raise AirtableConfigError(
+            f"No Airtable token: set {variable} to a personal access token (pat…)."
+        )
+    token = value.strip()
+    for position, char in enumerate(token, start=1):
+        if not ("!" <= char <= "~"):  # printable ASCII without the space
+            kind = "whitespace" if char.isspace() else "a control or non-ASCII character"
+            raise AirtableConfigError(
+                f"{variable} holds {kind} at position {position} of {len(token)}; an Airtable "
+                f"token is one word of printable ASCII. Copy the token again and set {variable} "
+                "to it alone (the value is not shown here)."
+            )
+    return token
 
 
 class AirtableClient:
@@ -62,8 +91,8 @@ class AirtableClient:
         backoff_max_seconds: float = 30.0,
         max_scan_restarts: int = 3,
     ) -> None:
-        if not token:
-            raise AirtableConfigError("No Airtable token: set AIRTABLE_API_KEY.")
+        raw_token = token
+        token = clean_token(token)
         if not base_id:
             raise AirtableConfigError("No Airtable base: set AIRTABLE_BASE_ID.")
         if not table:
@@ -74,6 +103,8 @@ class AirtableClient:
         self.max_scan_restarts = max_scan_restarts
         self.logger = logger or logging.getLogger(__name__)
         self._token = token
+        # The value as configured too: redaction also catches the untrimmed spelling.
+        self._secrets = (token, raw_token)
         self._sent = 0
         self._sent_lock = threading.Lock()
         self._schema: dict[str, Any] | None = None
@@ -118,7 +149,7 @@ class AirtableClient:
         self.api.session.close()
 
     def _error(self, exc: Exception) -> AirtableRequestError:
-        return translate_error(exc, secrets=(self._token,))
+        return translate_error(exc, secrets=self._secrets)
 
     # ----- reads --------------------------------------------------------------------------
 
@@ -166,7 +197,7 @@ class AirtableClient:
             try:
                 response = self.api.post(self.table.urls.records_post, json=body)
             except requests.RequestException as exc:
-                raise self._error(exc) from exc
+                raise self._error(exc) from None
             found.extend(response.get("records", []))
         return found
 
@@ -186,7 +217,7 @@ class AirtableClient:
             except requests.RequestException as exc:
                 error = self._error(exc)
                 if error.error_type != _ITERATOR_EXPIRED or restarts >= self.max_scan_restarts:
-                    raise error from exc
+                    raise error from None
                 restarts += 1
                 self.logger.warning(
                     "Airtable listing offset expired; restarting the scan (%d/%d), "
@@ -212,7 +243,7 @@ class AirtableClient:
         try:
             return self.table.batch_update(updates, typecast=typecast)
         except requests.RequestException as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc) from None
 
     def create_records(
         self, records: list[Mapping[str, Any]], typecast: bool = False
@@ -222,7 +253,7 @@ class AirtableClient:
         try:
             return self.table.batch_create([dict(r) for r in records], typecast=typecast)
         except requests.RequestException as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc) from None
 
     # ----- schema -------------------------------------------------------------------------
 
@@ -238,7 +269,7 @@ class AirtableClient:
         try:
             tables = self.api.get(url)["tables"]
         except requests.RequestException as exc:
-            raise self._config_error(self._error(exc)) from exc
+            raise self._config_error(self._error(exc)) from None
         for table in tables:
             if self.table_name in (table["id"], table["name"]):
                 self._schema = table

@@ -7,6 +7,8 @@ from typing import Any
 import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from reconcile_pipeline.airtable.secrets import redact
+
 
 class AirtableError(Exception):
     """Base class of this package's errors."""
@@ -69,11 +71,19 @@ class AirtableRequestError(AirtableError, requests.RequestException):
 def translate_error(exc: Exception, secrets: Iterable[str] = ()) -> AirtableRequestError:
     """Turn a requests/pyairtable exception into an `AirtableRequestError`.
 
-    ``secrets`` (the token) are replaced by ``***`` in the message, belt and braces: requests
-    does not put headers into messages, but a proxy error page could echo them.
+    Every form of each of ``secrets`` (the token: as given, stripped, repr- or JSON-escaped,
+    URL-encoded) is replaced by ``***`` in the message: requests quotes a header value it
+    refuses (repr-escaped), and a proxy's error page could echo the request. Raise the result
+    ``from None``: the original exception's text is unredacted.
     """
+    secrets = tuple(secrets)
     if isinstance(exc, AirtableRequestError):
-        return exc
+        return AirtableRequestError(
+            exc.status_code,
+            exc.error_type,
+            _redact(exc.message, secrets),
+            outcome_unknown=exc.outcome_unknown,
+        )
     response = getattr(exc, "response", None)
     if response is not None:
         error_type, message = _parse_error_body(response)
@@ -112,7 +122,4 @@ def _may_have_been_sent(exc: Exception) -> bool:
 
 
 def _redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    return redact(text, secrets)

@@ -32,5 +32,7 @@ def dagster_storage_url(url: str) -> str:
 
 
 def redact(url: str) -> str:
-    """`url` safe to print: the password replaced by `***`."""
-    return make_url(url).render_as_string(hide_password=True)
+    """`url` safe to print: the password replaced by `***` (an empty one is left empty, so
+    `user:@host` does not suggest a password where there is none)."""
+    parsed = make_url(url)
+    return parsed.render_as_string(hide_password=bool(parsed.password))
