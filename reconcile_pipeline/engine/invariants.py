@@ -257,9 +257,7 @@ def window_drift(repo: Repository, run_id: str) -> Finding:
         fields = [
             c
             for c, v in values.items()
-            if c in lead
-            and lead[c] != v
-            and not (pending and by_column[c].portal_owned)
+            if c in lead and lead[c] != v and not (pending and by_column[c].portal_owned)
         ]
         for c in fields:
             drifted[c] = drifted.get(c, 0) + 1
@@ -277,9 +275,7 @@ def window_drift(repo: Repository, run_id: str) -> Finding:
     )
 
 
-def pull_continuity(
-    repo: Repository, *, max_lag: dt.timedelta, horizon: dt.timedelta
-) -> Finding:
+def pull_continuity(repo: Repository, *, max_lag: dt.timedelta, horizon: dt.timedelta) -> Finding:
     """Stretches of time within `horizon` that no committed pull covered (DESIGN §3.6): holes
     between committed pulls, and the time since the high-water mark when it lags more than
     `max_lag` behind now (pulls are failing, or nothing runs)."""

@@ -147,7 +147,8 @@ def _stamp_times(repo: Repository, records: Sequence[dict]) -> None:
 def store_snapshot(repo: Repository, records: Sequence[dict], run: RunContext) -> None:
     """Persist the raw records as pulled (the audit trail and the merge's input), losslessly:
     whatever jsonb refuses is kept as text (DESIGN §3.5)."""
-    records = [r if isinstance(r, dict) else {"id": None, "fields": r} for r in records]
+    # Copies: the typed times are added for the snapshot's columns, not to the caller's records.
+    records = [dict(r) if isinstance(r, dict) else {"id": None, "fields": r} for r in records]
     _stamp_times(repo, records)
     with repo.reconciler_transaction() as conn:
         repo.insert_snapshots(conn, records, run)

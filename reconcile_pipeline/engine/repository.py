@@ -630,7 +630,7 @@ class Repository:
             return
         rows = []
         for r in records:
-            record = {k: v for k, v in r.items() if k != "_modified_time"}
+            record = {k: v for k, v in r.items() if k not in ("_modified_time", "_created_time")}
             fields, created = record.get("fields"), record.get("createdTime")
             created_time = r.get("_created_time")
             whole = (

@@ -8,11 +8,10 @@
   quote record contents (DESIGN §3.8: failures name records by id, never by their contents).
 """
 
-import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
@@ -70,13 +69,16 @@ def describe_database_error(error: DBAPIError) -> str:
     return f"PostgreSQL error {code}: {primary}"
 
 
-@contextlib.contextmanager
-def database_errors_without_contents(stage: str) -> Iterator[None]:
-    """Re-raise database errors of `stage` as ReconcileDatabaseError (no record contents)."""
+def without_contents(stage: str, work: Callable[[], T]) -> T:
+    """Run `work`; a database error leaves as ReconcileDatabaseError with SQLSTATE and primary
+    message only, raised outside the handler so the original (whose text can quote a row) is
+    neither its cause nor its context in what Dagster records."""
+    message = None
     try:
-        yield
+        return work()
     except DBAPIError as error:
-        raise ReconcileDatabaseError(
-            f"{stage} failed: {describe_database_error(error)}. Nothing of the failed "
-            "transaction was kept; the next run retries it."
-        ) from None
+        message = describe_database_error(error)
+    raise ReconcileDatabaseError(
+        f"{stage} failed: {message}. Nothing of the failed transaction was kept; the next run "
+        "retries it."
+    )

@@ -21,7 +21,7 @@ from reconcile_pipeline.engine.pull import (
 )
 from reconcile_pipeline.engine.push import PushResult, push_dirty
 from reconcile_pipeline.engine.repository import Repository
-from reconcile_pipeline.engine.retry import database_errors_without_contents
+from reconcile_pipeline.engine.retry import without_contents
 
 logger = logging.getLogger(__name__)
 
@@ -84,15 +84,18 @@ def fetch_window(
         )
     records: list[dict] = []
     pages = 0
-    with database_errors_without_contents("Storing the Airtable snapshot"):
-        for page in pages_iter:
-            records.extend(page)
-            pages += 1
-            if pages % 20 == 0:
-                logger.info("Pulled %d records (%d pages) so far", len(records), pages)
+    for page in pages_iter:
+        records.extend(page)
+        pages += 1
+        if pages % 20 == 0:
+            logger.info("Pulled %d records (%d pages) so far", len(records), pages)
+
+    def persist() -> None:
         store_snapshot(repo, records, run)
         if not run.dry_run:
             repo.record_pull(run, pull_start, covered_until)
+
+    without_contents("Storing the Airtable snapshot", persist)
     kept, _ = readable(records)
     _, repeats = dedupe(repo, kept)
     return FetchResult(
@@ -111,7 +114,8 @@ def merge_snapshot(repo: Repository, run: RunContext) -> PullResult:
     every batch committed, the pull counts as covered and the high-water mark advances."""
     assert run.run_id is not None
     started_at = _now()
-    with database_errors_without_contents("Stage 1 (merge)"):
+
+    def merge() -> PullResult:
         with repo.engine.connect() as conn:
             records = repo.snapshot_records(conn, run.run_id)
         result = apply_records(repo, records, run, store_snapshots=False)
@@ -119,7 +123,9 @@ def merge_snapshot(repo: Repository, run: RunContext) -> PullResult:
             with repo.reconciler_transaction() as conn:
                 result.high_water_mark = repo.commit_pull(conn, run)
         repo.record_run("pull", run, result.counts(), started_at, result.transaction_ids)
-    return result
+        return result
+
+    return without_contents("Stage 1 (merge)", merge)
 
 
 def push_window(
@@ -129,7 +135,10 @@ def push_window(
     progress): a lead whose earlier push failed is never stranded."""
     started_at = _now()
     as_of = run.window_end if run.window_end and run.window_end < started_at else None
-    with database_errors_without_contents("Stage 2 (push)"):
+
+    def push() -> PushResult:
         result = push_dirty(repo, airtable, run, lock_name=lock_name, as_of=as_of)
         repo.record_run("push", run, result.counts(), started_at)
-    return result
+        return result
+
+    return without_contents("Stage 2 (push)", push)
