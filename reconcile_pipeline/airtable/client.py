@@ -108,6 +108,8 @@ class AirtableClient:
         self._sent = 0
         self._sent_lock = threading.Lock()
         self._schema: dict[str, Any] | None = None
+        # Record ids a listing returned twice in one pass (dropped; the pull's check reports them).
+        self.repeated_ids: list[str] = []
 
         pacer = (
             pacer_for(endpoint_url, base_id, requests_per_second)
@@ -207,10 +209,21 @@ class AirtableClient:
         seen: set[str] = set()
         restarts = 0
         while True:
+            listed: set[str] = set()  # this pass: a repeat here means the listing shifted
             try:
                 for page in self.table.iterate(page_size=PAGE_SIZE, **options):
-                    fresh = [record for record in page if record["id"] not in seen]
-                    seen.update(record["id"] for record in fresh)
+                    fresh = []
+                    for record in page:
+                        record_id = record.get("id") if isinstance(record, dict) else None
+                        if not isinstance(record_id, str):
+                            fresh.append(record)  # kept for the raw snapshot, never merged
+                            continue
+                        if record_id in listed:
+                            self.repeated_ids.append(record_id)
+                        listed.add(record_id)
+                        if record_id not in seen:
+                            seen.add(record_id)
+                            fresh.append(record)
                     if fresh:
                         yield fresh
                 return

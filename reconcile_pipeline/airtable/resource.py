@@ -89,3 +89,7 @@ class AirtableResource(ConfigurableResource):
     @property
     def requests_sent(self) -> int:
         return self.client.requests_sent
+
+    @property
+    def repeated_ids(self) -> list[str]:
+        return self.client.repeated_ids

@@ -286,10 +286,13 @@ class Emulator:
 
     def set_faults(self, config: FaultConfig | None = None, **settings: Any) -> None:
         """Replace the fault setting: a `FaultConfig` or its fields as keyword arguments."""
-        self.faults.configure(config or FaultConfig.from_dict(settings))
+        config = config or FaultConfig.from_dict(settings)
+        self.faults.configure(config)
+        with self.store.lock:
+            self.store.repeat_on_next_page = config.repeat_on_next_page
 
     def clear_faults(self) -> None:
-        self.faults.configure(FaultConfig())
+        self.set_faults(FaultConfig())
 
     def fault_state(self) -> dict[str, Any]:
         return self.faults.state()

@@ -37,6 +37,9 @@ class FaultConfig:
         drop_next_writes: the next N successful writes are applied, then the connection is
             closed without a response.
         drop_write_rate: probability that a successful write is dropped that way.
+        repeat_on_next_page: the next continued list page (one read with an ``offset``) starts
+            this many records early, repeating the end of the page before: what a listing does
+            when records shift under pagination.
     """
 
     latency_ms: float = 0.0
@@ -47,6 +50,7 @@ class FaultConfig:
     fail_nth: dict[int, int] = field(default_factory=dict)
     drop_next_writes: int = 0
     drop_write_rate: float = 0.0
+    repeat_on_next_page: int = 0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "FaultConfig":

@@ -79,6 +79,7 @@ class Store:
 
     def __init__(self, schema: Schema, offset_ttl_seconds: float = 300.0) -> None:
         self.schema = schema
+        self.repeat_on_next_page = 0  # set by the fault injection (see faults.FaultConfig)
         self.lock = threading.RLock()
         self.iterators = IteratorRegistry(offset_ttl_seconds)
         self.version = 0  # bumped on every write; persistence saves when it moves
@@ -135,6 +136,9 @@ class Store:
             field_filter = self._field_filter(table, query.fields)
             if query.offset:
                 iterator_id, ids, position = self.iterators.resume(query.offset, table.key)
+                if self.repeat_on_next_page > 0:  # fault: the listing shifted under us
+                    position = max(0, position - self.repeat_on_next_page)
+                    self.repeat_on_next_page = 0
             else:
                 ids = self._matching_ids(table, query)
                 iterator_id, position = None, 0

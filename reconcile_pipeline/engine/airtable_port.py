@@ -13,6 +13,9 @@ class AirtablePort(Protocol):
     @property
     def requests_sent(self) -> int: ...
 
+    # Ids a listing returned twice in one pass (the client drops the repeats).
+    repeated_ids: list[str]
+
     def iter_modified(
         self, start: dt.datetime, end: dt.datetime, fields: list[str] | None = None
     ) -> Iterator[list[dict]]: ...

@@ -107,11 +107,18 @@ def duplicate_leads(repo: Repository) -> Finding:
 
 
 def records_repeated_in_pull(repo: Repository, run_id: str) -> Finding:
+    """Records this run's listing returned more than once (deduplicated before the merge): the
+    listing shifted under pagination, so a record may also have been skipped until the next
+    run."""
     rows = _rows(
         repo,
-        "SELECT airtable_record_id AS record_id, count(*) AS times "
-        "FROM reconcile.airtable_snapshots WHERE table_key = :t AND run_id = :run "
-        "GROUP BY 1 HAVING count(*) > 1 LIMIT 100",
+        "SELECT id AS record_id, count(*) AS times FROM ("
+        "SELECT jsonb_array_elements_text(stats -> 'repeated_ids') AS id FROM reconcile.runs "
+        "WHERE table_key = :t AND run_id = :run AND stage = 'fetch' "
+        "UNION ALL SELECT airtable_record_id FROM reconcile.airtable_snapshots "
+        "WHERE table_key = :t AND run_id = :run AND airtable_record_id IN ("
+        "SELECT airtable_record_id FROM reconcile.airtable_snapshots WHERE table_key = :t "
+        "AND run_id = :run GROUP BY 1 HAVING count(*) > 1)) r GROUP BY 1 ORDER BY 1 LIMIT 100",
         {"t": repo.mapping.name, "run": run_id},
     )
     return _offenders(

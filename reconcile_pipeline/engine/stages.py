@@ -70,7 +70,9 @@ def fetch_window(
     record the interval the pull covers (committed, and the mark advanced, by the merge). One
     filtered query whatever the window's width (a range backfill is one query)."""
     started = time.monotonic()
+    started_at = _now()
     before = airtable.requests_sent
+    repeats_before = len(airtable.repeated_ids)
     pull_start, pull_end = pull_range(repo, run, overlap)
     # A record edited after the listing began may or may not be in it: the pull covers time up
     # to the listing's start (or the window's end, if earlier), never beyond.
@@ -90,14 +92,20 @@ def fetch_window(
         if pages % 20 == 0:
             logger.info("Pulled %d records (%d pages) so far", len(records), pages)
 
+    kept, _ = readable(records)
+    _, repeats_kept = dedupe(repo, kept)
+    # Repeats the client dropped (the listing shifted under pagination) and any it kept.
+    repeated_ids = airtable.repeated_ids[repeats_before:]
+    repeats = len(repeated_ids) + repeats_kept
+
     def persist() -> None:
         store_snapshot(repo, records, run)
         if not run.dry_run:
             repo.record_pull(run, pull_start, covered_until)
+        stats = {"pulled": len(records), "pages": pages, "repeated_in_pull": repeats}
+        repo.record_run("fetch", run, {**stats, "repeated_ids": repeated_ids[:100]}, started_at)
 
     without_contents("Storing the Airtable snapshot", persist)
-    kept, _ = readable(records)
-    _, repeats = dedupe(repo, kept)
     return FetchResult(
         records=records,
         requests=airtable.requests_sent - before,

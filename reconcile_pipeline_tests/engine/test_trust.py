@@ -561,3 +561,22 @@ def test_push_window_marks_nothing_pushed_on_a_dry_run(emulator, engine, client,
 
     assert push.updated == 1 and repo.count_dirty() == 1
     assert "Claimed By" not in airtable_fields(emulator, rid)
+
+
+def test_e_a_listing_that_repeats_records_across_pages_is_reported(emulator, engine, client, repo):
+    """no_record_twice_in_pull can fail: the listing shifts under pagination (emulator fault),
+    the client drops the repeats and the check names them."""
+    emulator.seed_records(BASE, TABLE, [{"Email": f"r{i}@example.com"} for i in range(150)])
+    emulator.set_faults(repeat_on_next_page=3)
+    t0 = now()
+    run = RunContext(run_id="repeats", window_start=t0 - dt.timedelta(minutes=20), window_end=t0)
+
+    fetched = fetch_window(repo, client, run, OVERLAP)
+    pull = merge_snapshot(repo, run)
+
+    assert fetched.repeated_in_pull == 3
+    assert pull.inserted == 150  # each record once
+    finding = invariants.records_repeated_in_pull(repo, run.run_id)
+    assert not finding.passed and finding.count == 3
+    first_page_tail = [r["id"] for r in fetched.records[97:100]]
+    assert sorted(e["record_id"] for e in finding.examples) == sorted(first_page_tail)
