@@ -1,13 +1,16 @@
-"""The PostgreSQL resource: one long-lived SQLAlchemy engine per run, fail-fast on bad config."""
+"""The PostgreSQL resource: one long-lived SQLAlchemy engine per run, fail-fast on bad config,
+and the run-wide per-base exclusion every run holds from its setup to its teardown."""
 
 import dagster as dg
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from reconcile_pipeline.db import urls
+from reconcile_pipeline.db.base_lock import BaseRunLock
 from reconcile_pipeline.db.migrate import current_revision, head_revision
+from reconcile_pipeline.defs.schedules import base_id_from_env
 from reconcile_pipeline.engine.mapping import LEADS_MAPPING, TableMapping
 from reconcile_pipeline.engine.repository import Repository
 
@@ -18,8 +21,14 @@ class PostgresResource(dg.ConfigurableResource):
 
     database_url: str
     pool_size: int = 5
+    base_id: str | None = Field(
+        default=None,
+        description="The Airtable base whose run-wide lock a run holds; default AIRTABLE_BASE_ID "
+        "(the demo base when unset), the base the Airtable resource is bound to.",
+    )
 
     _engine: Engine | None = PrivateAttr(default=None)
+    _base_lock: BaseRunLock | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         try:
@@ -42,8 +51,35 @@ class PostgresResource(dg.ConfigurableResource):
                 f"The database schema is at revision {revision or 'none'}, this code needs "
                 f"{head_revision()}: run `reconcile db upgrade` (with the same DATABASE_URL)."
             )
+        if context.run_id is not None:  # a run, not a sensor or a script building resources
+            self._hold_base(context, url)
+
+    def _hold_base(self, context: dg.InitResourceContext, url: str) -> None:
+        """Wait for, then hold until teardown, the base's run-wide lock (`db/base_lock.py`).
+
+        Every reconcile asset and op needs this resource, so every run of the base takes the
+        lock before its first step, however it was launched: two in-process runs
+        (`reconcile backfill`, the demo), which skip Dagster's queue, no longer overlap, and a
+        queued run, which the queue already keeps apart, finds it free. A killed process loses
+        its PostgreSQL session and the lock with it. (With the in-process executor, which the
+        project uses, a run initialises its resources once; a multiprocess executor would take
+        the lock per step process.)
+        """
+        base_id = self.base_id or base_id_from_env()
+        log = context.log
+
+        def waiting(message: str) -> None:
+            if log is not None:
+                log.info(message)
+
+        lock = BaseRunLock(url, base_id, owner=str(context.run_id), on_wait=waiting)
+        lock.acquire()
+        self._base_lock = lock
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._base_lock is not None:
+            self._base_lock.release()
+            self._base_lock = None
         if self._engine is not None:
             self._engine.dispose()
 

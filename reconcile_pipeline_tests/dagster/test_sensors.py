@@ -1,7 +1,8 @@
 """Failed asset checks and failed runs raise one alert each, through a real webhook.
 
 Runs are materialized on an ephemeral Dagster instance, so the sensors read real event-log
-records; alerts are posted over HTTP to a local server.
+records; alerts are posted over HTTP to a local server. (Run failures of every launch path,
+on the project's PostgreSQL-backed instance: test_run_alerts.py.)
 """
 
 import datetime as dt
@@ -18,7 +19,7 @@ from reconcile_pipeline.defs.alert_resource import (
     alert_webhook_resource,
 )
 from reconcile_pipeline.defs.partitions import reconcile_windows
-from reconcile_pipeline.defs.schedules import BASE_TAG
+from reconcile_pipeline.defs.schedules import BASE_TAG, base_id_from_env
 from reconcile_pipeline.defs.sensors import (
     ALERT_RESOURCE_KEY,
     check_evaluations_after,
@@ -222,17 +223,11 @@ def test_a_failed_run_raises_one_alert_with_job_partition_and_error(
         [failing_window],
         instance=instance,
         partition_key="2026-03-02-10:20",
-        tags={BASE_TAG: "appTestBase00042"},
+        tags={BASE_TAG: base_id_from_env()},
         raise_on_error=False,
     )
     assert not result.success
-    context = dg.build_run_status_sensor_context(
-        sensor_name="reconcile_run_failure_alert",
-        dagster_event=result.get_run_failure_event(),
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        resources={ALERT_RESOURCE_KEY: AlertWebhookResource(webhook_url=webhook.url)},
-    )
+    context = sensor_context(instance, None, AlertWebhookResource(webhook_url=webhook.url))
 
     reconcile_run_failure_alert(context)
 
@@ -244,7 +239,7 @@ def test_a_failed_run_raises_one_alert_with_job_partition_and_error(
         f"Job: {job_name}",
         f"Run: {result.run_id}",
         "dagster/partition: 2026-03-02-10:20",
-        f"{BASE_TAG}: appTestBase00042",
+        f"{BASE_TAG}: {base_id_from_env()}",
         "Step failing_window failed:",
         # The user's exception, not Dagster's wrapper; escaped for Slack.
         "ValueError: Airtable answered 422 &lt;INVALID_FILTER&gt;\nformula: AND(...)",
