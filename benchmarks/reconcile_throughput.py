@@ -181,6 +181,13 @@ def main() -> int:
             modified_time=[now - dt.timedelta(days=1)] * len(leads),
         )
         apply_records(repo, emulator.all_records(BASE, TABLE), RunContext(run_id="initial"))
+        with engine.begin() as conn:  # a deployment in steady state: pulls covered up to now
+            conn.execute(
+                text(
+                    "INSERT INTO reconcile.high_water_marks (table_key, mark) VALUES (:t, :mark)"
+                ),
+                {"t": LEADS_MAPPING.name, "mark": now - dt.timedelta(minutes=20)},
+            )
         for n, rid in enumerate(ids):  # 10k Airtable edits (an SMS automation)
             emulator.update_record_fields(BASE, TABLE, rid, {"SMS Sent Count": 10 + n % 7})
         with engine.begin() as conn:  # 1k portal edits (claims), untagged like the portal

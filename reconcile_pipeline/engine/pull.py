@@ -337,7 +337,6 @@ def _merge_lead(
     conflicts: list[dict] = []
     needs_push = False
     reverted = 0
-    portal_wrote_owned = state is not None and state.owned_write_pending
     for spec in repo.mapping.fields:
         column = spec.column
         if column not in airtable_values:
@@ -346,7 +345,8 @@ def _merge_lead(
         if not spec.portal_owned:
             if airtable != portal:
                 changed[column] = airtable
-                reverted += int(portal_wrote_owned)
+                portal_wrote = state is not None and state.portal_wrote(column)
+                reverted += int(portal_wrote)
                 history.append(
                     {
                         "record_id": record_id,
@@ -355,9 +355,7 @@ def _merge_lead(
                         "new": airtable,
                         "direction": AIRTABLE_TO_POSTGRES,
                         # A portal write to a column Airtable owns, put back (DESIGN §3.1).
-                        "reason": "reverted_portal_write"
-                        if portal_wrote_owned
-                        else "airtable_owned",
+                        "reason": "reverted_portal_write" if portal_wrote else "airtable_owned",
                     }
                 )
             continue

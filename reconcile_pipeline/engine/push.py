@@ -356,7 +356,7 @@ def _apply_postgres_side(
                     "direction": AIRTABLE_TO_POSTGRES,
                     "reason": (
                         "reverted_portal_write"
-                        if col in plan.reverts and plan.lead.owned_write_pending
+                        if col in plan.reverts and plan.lead.portal_wrote(col)
                         else "airtable_owned"
                         if col in plan.reverts
                         else "push_time_merge"
@@ -538,7 +538,7 @@ def _tally(result: PushResult, plans: Sequence[LeadPlan], quarantined: set[str])
                 result.updated += int(bool(plan.send))
                 result.skipped += int(not plan.send and outcome != "conflict")
         result.held += int(bool(plan.held))
-        result.reverted += len(plan.reverts) if plan.lead.owned_write_pending else 0
+        result.reverted += sum(plan.lead.portal_wrote(column) for column in plan.reverts)
         result.conflicts += len(plan.conflicts)
         if len(result.results) < 1000:
             result.results.append(

@@ -54,6 +54,7 @@ class SyncState:
     deleted_at: dt.datetime | None = None
     owned_write_counter: int = 0
     owned_reverted_counter: int = 0
+    owned_write_columns: list[str] | None = None  # Airtable-owned columns the portal wrote
 
     @property
     def dirty(self) -> bool:
@@ -63,6 +64,10 @@ class SyncState:
     def owned_write_pending(self) -> bool:
         """The portal wrote an Airtable-owned column since the last revert."""
         return self.owned_write_counter > self.owned_reverted_counter
+
+    def portal_wrote(self, column: str) -> bool:
+        """Whether the portal wrote this Airtable-owned column since the last revert."""
+        return self.owned_write_pending and column in (self.owned_write_columns or ())
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,11 @@ class DirtyLead:
     base_values: dict[str, Any]
     owned_counter: int = 0
     owned_write_pending: bool = False
+    owned_write_columns: tuple[str, ...] = ()
+
+    def portal_wrote(self, column: str) -> bool:
+        """Whether the portal wrote this Airtable-owned column since the last revert."""
+        return self.owned_write_pending and column in self.owned_write_columns
 
 
 class Repository:
@@ -214,7 +224,7 @@ class Repository:
             text(
                 "SELECT airtable_record_id, base_values, portal_change_counter, pushed_counter, "
                 "airtable_modified_at, last_pushed_values, echo_pending, deleted_at, "
-                "owned_write_counter, owned_reverted_counter "
+                "owned_write_counter, owned_reverted_counter, owned_write_columns "
                 "FROM reconcile.sync_state WHERE table_key = :t "
                 f"AND airtable_record_id = ANY({_IDS_ARRAY})"
                 + (" ORDER BY airtable_record_id FOR UPDATE" if lock else "")
@@ -234,7 +244,7 @@ class Repository:
             text(
                 f"SELECT s.airtable_record_id, s.portal_change_counter, s.base_values, "
                 f"s.owned_write_counter, s.owned_write_counter > s.owned_reverted_counter, "
-                f"{select_list} FROM reconcile.sync_state s "
+                f"s.owned_write_columns, {select_list} FROM reconcile.sync_state s "
                 f"JOIN {self.table_sql} l ON l.{self.key_sql} = s.airtable_record_id "
                 "WHERE s.table_key = :t AND s.deleted_at IS NULL AND ("
                 "(s.portal_change_counter > s.pushed_counter "
@@ -252,8 +262,9 @@ class Repository:
                 base_values=row[2] or {},
                 owned_counter=row[3],
                 owned_write_pending=row[4],
+                owned_write_columns=tuple(row[5] or ()),
                 portal_values={
-                    spec.column: from_postgres(spec, row[5 + i]) for i, spec in enumerate(specs)
+                    spec.column: from_postgres(spec, row[6 + i]) for i, spec in enumerate(specs)
                 },
             )
             for row in rows
@@ -439,6 +450,9 @@ class Repository:
                 "pushed_counter = GREATEST(st.pushed_counter, s.counter), "
                 "owned_reverted_counter = GREATEST(st.owned_reverted_counter, "
                 "coalesce(s.owned_counter, 0)), "
+                # Every write counted so far was reverted: forget which columns they touched.
+                "owned_write_columns = CASE WHEN coalesce(s.owned_counter, 0) >= "
+                "st.owned_write_counter THEN NULL ELSE st.owned_write_columns END, "
                 "last_pushed_at = CASE WHEN s.sent = '{}'::jsonb THEN st.last_pushed_at "
                 "ELSE now() END, "
                 "last_pushed_values = CASE WHEN s.sent = '{}'::jsonb THEN st.last_pushed_values "

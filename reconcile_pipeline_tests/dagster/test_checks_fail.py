@@ -527,15 +527,6 @@ def test_no_portal_writes_to_airtable_fields_fails_and_the_write_is_reverted(
     passed(materialize(resources), "no_portal_writes_to_airtable_fields")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "once the portal wrote one Airtable-owned column of a record (owned_write_pending), "
-        "the merge (_merge_lead) and the push (_apply_postgres_side) label EVERY Airtable-owned "
-        "column Airtable changed on that record 'reverted_portal_write': the check then "
-        "reports portal writes the portal never made"
-    ),
-)
 def test_no_portal_writes_to_airtable_fields_lists_only_the_columns_the_portal_wrote(
     emulator, resources, engine
 ):

@@ -74,6 +74,7 @@ ALTER TABLE reconcile.sync_state ADD COLUMN portal_changed_xid xid8;
 ALTER TABLE reconcile.sync_state ADD COLUMN owned_write_counter bigint NOT NULL DEFAULT 0;
 ALTER TABLE reconcile.sync_state ADD COLUMN owned_reverted_counter bigint NOT NULL DEFAULT 0;
 ALTER TABLE reconcile.sync_state ADD COLUMN owned_write_at timestamptz;
+ALTER TABLE reconcile.sync_state ADD COLUMN owned_write_columns text[];
 CREATE INDEX sync_state_owned_write_idx ON reconcile.sync_state (table_key)
     WHERE owned_write_counter > owned_reverted_counter;
 
@@ -97,6 +98,7 @@ DECLARE
     record_id text;
     portal_changed boolean := false;
     owned_changed boolean := false;
+    owned_columns text[];
 BEGIN
     IF current_setting('reconcile.origin', true) = 'reconciler' THEN
         RETURN NULL;
@@ -111,14 +113,14 @@ BEGIN
         SELECT coalesce(bool_or(t.owner = 'portal' AND
                                 new_row -> t.column_name IS DISTINCT FROM old_row -> t.column_name),
                         false),
-               coalesce(bool_or(t.owner = 'airtable' AND
-                                new_row -> t.column_name IS DISTINCT FROM old_row -> t.column_name),
-                        false)
-          INTO portal_changed, owned_changed
+               array_agg(t.column_name ORDER BY t.column_name) FILTER (WHERE t.owner = 'airtable'
+                   AND new_row -> t.column_name IS DISTINCT FROM old_row -> t.column_name)
+          INTO portal_changed, owned_columns
           FROM reconcile.tracked_columns t
          WHERE t.table_key = TG_ARGV[0];
         -- A record id newly linked to this row: its portal values have never been compared.
         portal_changed := portal_changed OR (old_row ->> TG_ARGV[1]) IS DISTINCT FROM record_id;
+        owned_changed := owned_columns IS NOT NULL;
     ELSE
         SELECT coalesce(bool_or(t.owner = 'portal' AND
                                 coalesce(new_row -> t.column_name, 'null'::jsonb) <> 'null'::jsonb),
@@ -130,17 +132,22 @@ BEGIN
     IF portal_changed OR owned_changed THEN
         INSERT INTO reconcile.sync_state AS s
                (table_key, airtable_record_id, portal_change_counter, portal_changed_at,
-                portal_changed_xid, owned_write_counter, owned_write_at)
+                portal_changed_xid, owned_write_counter, owned_write_at, owned_write_columns)
         VALUES (TG_ARGV[0], record_id, portal_changed::int,
                 CASE WHEN portal_changed THEN clock_timestamp() END,
                 CASE WHEN portal_changed THEN pg_current_xact_id() END,
-                owned_changed::int, CASE WHEN owned_changed THEN clock_timestamp() END)
+                owned_changed::int, CASE WHEN owned_changed THEN clock_timestamp() END,
+                owned_columns)
         ON CONFLICT (table_key, airtable_record_id) DO UPDATE
            SET portal_change_counter = s.portal_change_counter + excluded.portal_change_counter,
                portal_changed_at = coalesce(excluded.portal_changed_at, s.portal_changed_at),
                portal_changed_xid = coalesce(excluded.portal_changed_xid, s.portal_changed_xid),
                owned_write_counter = s.owned_write_counter + excluded.owned_write_counter,
-               owned_write_at = coalesce(excluded.owned_write_at, s.owned_write_at);
+               owned_write_at = coalesce(excluded.owned_write_at, s.owned_write_at),
+               owned_write_columns = ARRAY(
+                   SELECT DISTINCT c FROM unnest(array_cat(s.owned_write_columns,
+                                                           excluded.owned_write_columns)) AS c
+                   ORDER BY c);
     END IF;
     RETURN NULL;
 END
@@ -168,6 +175,7 @@ ALTER TABLE reconcile.sync_state DROP COLUMN portal_changed_xid;
 ALTER TABLE reconcile.sync_state DROP COLUMN owned_write_counter;
 ALTER TABLE reconcile.sync_state DROP COLUMN owned_reverted_counter;
 ALTER TABLE reconcile.sync_state DROP COLUMN owned_write_at;
+ALTER TABLE reconcile.sync_state DROP COLUMN owned_write_columns;
 ALTER TABLE reconcile.runs DROP COLUMN transaction_ids;
 UPDATE reconcile.push_results SET outcome = 'skipped' WHERE outcome IN ('deleted', 'held');
 ALTER TABLE reconcile.push_results DROP CONSTRAINT push_results_outcome_check;
