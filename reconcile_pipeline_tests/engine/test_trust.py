@@ -580,3 +580,59 @@ def test_e_a_listing_that_repeats_records_across_pages_is_reported(emulator, eng
     assert not finding.passed and finding.count == 3
     first_page_tail = [r["id"] for r in fetched.records[97:100]]
     assert sorted(e["record_id"] for e in finding.examples) == sorted(first_page_tail)
+
+
+# -- E: rules that no test noticed -------------------------------------------------------------
+
+
+def test_e_the_pull_reaches_back_the_overlap_before_the_high_water_mark(
+    emulator, engine, client, repo
+):
+    """A change stamped just before the mark (a skewed clock, a commit that landed while the
+    previous listing ran) is still pulled: the overlap is applied to the mark too."""
+    t0 = now()
+    run_window(repo, client, t0 - dt.timedelta(hours=2), t0 - dt.timedelta(hours=1, minutes=40))
+    mark = t0 - dt.timedelta(minutes=30)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE reconcile.high_water_marks SET mark = :m"), {"m": mark})
+    [late] = emulator.seed_records(
+        BASE,
+        TABLE,
+        [{"Email": "late@example.com"}],
+        created_time=mark - dt.timedelta(minutes=3),
+    )
+
+    _, pull, _ = run_window(repo, client, t0 - dt.timedelta(minutes=20), now())
+
+    assert pull.inserted == 1
+    assert lead_value(engine, late, "email") == "late@example.com"
+
+
+def test_e_a_closed_window_pushes_every_lead_dirty_as_of_its_end_and_no_later_edit(
+    emulator, engine, client, repo
+):
+    """Dirty is state, not an event (DESIGN §2): a run of a closed window pushes the edits made
+    before the window (a failed push is never stranded) but not those made after its end."""
+    before, after = seed(emulator, Email="b@example.com"), seed(emulator, Email="a@example.com")
+    t0 = now()
+    run_window(repo, client, t0 - dt.timedelta(minutes=20), t0)
+    portal_write(engine, before, claimed_by="early")
+    portal_write(engine, after, claimed_by="late")
+    with engine.begin() as conn:  # the first edit 3 hours ago, long before the window
+        conn.execute(
+            text(
+                "UPDATE reconcile.sync_state SET portal_changed_at = now() - interval '3 hours' "
+                "WHERE airtable_record_id = :r"
+            ),
+            {"r": before},
+        )
+
+    # A backfill of the window that closed an hour ago.
+    _, _, push = run_window(
+        repo, client, t0 - dt.timedelta(minutes=80), t0 - dt.timedelta(minutes=60)
+    )
+
+    assert push.updated == 1
+    assert airtable_fields(emulator, before)["Claimed By"] == "early"
+    assert "Claimed By" not in airtable_fields(emulator, after)
+    assert repo.count_dirty() == 1  # the later edit waits for a window that contains it
