@@ -1,4 +1,5 @@
-"""Prepare the environment Dagster processes run in: storage URL and DAGSTER_HOME.
+"""Prepare the environment Dagster processes run in: storage URL and DAGSTER_HOME; and say which
+process runs a run (its worker identity), so a run whose process died can be told apart.
 
 Used by the `reconcile` CLI before it runs or launches Dagster, so that the user who sets nothing
 gets the embedded PostgreSQL for Dagster's run, event-log and schedule storage.
@@ -7,6 +8,9 @@ gets the embedded PostgreSQL for Dagster's run, event-log and schedule storage.
 import logging
 import os
 import shutil
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from reconcile_pipeline import settings
@@ -84,3 +88,98 @@ def register_base_pool(pool: str | None = None) -> bool:
             redact(storage_url) if storage_url else "not set",
         )
         return False
+
+
+# ----- run workers ------------------------------------------------------------------------------
+# Every run records the process executing it in three tags: the CLI puts them on the runs it
+# starts in-process (`execute_in_process`), and the `postgres` resource writes them from inside
+# the run worker for runs the daemon launched. A STARTED run whose process on this host is gone
+# was killed (SIGKILL, OOM killer, a closed terminal) and can never end by itself: the run failure
+# sensor marks it failed (see defs/sensors.py `fail_dead_runs`).
+
+WORKER_HOST_TAG = "reconcile/worker_host"
+WORKER_PID_TAG = "reconcile/worker_pid"
+# The process's start time in clock ticks since boot (Linux /proc): a pid reused by a later
+# process does not pass for the run's worker.
+WORKER_STARTED_TAG = "reconcile/worker_started"
+# The pid namespace (Linux): two containers may share a host name but not their pids.
+WORKER_PID_NAMESPACE_TAG = "reconcile/worker_pid_namespace"
+
+
+@dataclass(frozen=True)
+class Worker:
+    """The process running a run."""
+
+    host: str
+    pid: int
+    started: str | None = None  # None where the OS does not tell (no /proc)
+    pid_namespace: str | None = None
+
+    def tags(self) -> dict[str, str]:
+        tags = {WORKER_HOST_TAG: self.host, WORKER_PID_TAG: str(self.pid)}
+        if self.started is not None:
+            tags[WORKER_STARTED_TAG] = self.started
+        if self.pid_namespace is not None:
+            tags[WORKER_PID_NAMESPACE_TAG] = self.pid_namespace
+        return tags
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> "Worker | None":
+        try:
+            return cls(
+                tags[WORKER_HOST_TAG],
+                int(tags[WORKER_PID_TAG]),
+                tags.get(WORKER_STARTED_TAG),
+                tags.get(WORKER_PID_NAMESPACE_TAG),
+            )
+        except (KeyError, ValueError):
+            return None
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time) of a process from /proc, or None when /proc has no such entry."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
+    return fields[0], fields[19]
+
+
+def current_worker() -> Worker:
+    """This process, as a run's worker."""
+    pid = os.getpid()
+    stat = _proc_stat(pid)
+    return Worker(this_host(), pid, stat[1] if stat else None, _pid_namespace())
+
+
+def worker_is_gone(worker: Worker) -> bool | None:
+    """Whether the worker process has ended: None when that cannot be told from here (it runs
+    on another host, or in another pid namespace). A zombie (ended, not yet reaped) has ended; a
+    live process with the same pid but another start time is not the worker."""
+    if worker.host != this_host() or worker.pid_namespace != _pid_namespace():
+        return None
+    stat = _proc_stat(worker.pid)
+    if stat is not None:
+        state, started = stat
+        return state in ("Z", "X") or (worker.started is not None and started != worker.started)
+    if Path("/proc/self/stat").exists():
+        return True  # /proc works here and has no such process
+    try:
+        os.kill(worker.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # exists, owned by someone else
+    return False

@@ -6,6 +6,7 @@ instance like any run, so it shows in the UI.
 """
 
 import datetime as dt
+import logging
 from collections.abc import Iterator
 
 import dagster as dg
@@ -17,8 +18,11 @@ from reconcile_pipeline.defs.schedules import (
     reconcile_run_tags,
     windows_to_request,
 )
+from reconcile_pipeline.defs.sensors import fail_dead_runs
+from reconcile_pipeline.instance import current_worker
 
 WINDOW = dt.timedelta(minutes=20)
+logger = logging.getLogger(__name__)
 
 
 def range_tags(hours: float, now: dt.datetime | None = None) -> dict[str, str]:
@@ -59,7 +63,12 @@ def run_reconcile(
     over every window of the last `hours`. `now` defaults to the current time.
     """
     job = defs.resolve_job_def("reconcile_job")
-    tags = dict(reconcile_run_tags(base_id_from_env()))
+    # Runs of a process that was killed earlier on this host end as failed before new ones
+    # start, even when no daemon runs the sensor that does it otherwise.
+    fail_dead_runs(instance, logger)
+    # This process runs them: if it dies, the run failure sensor (or the next CLI run here)
+    # finds the run's process gone and marks the run failed.
+    tags = {**reconcile_run_tags(base_id_from_env()), **current_worker().tags()}
     run_config = {
         "ops": {
             name: {"config": {"dry_run": dry_run}}

@@ -13,6 +13,19 @@ from reconcile_pipeline.db.migrate import current_revision, head_revision
 from reconcile_pipeline.defs.schedules import base_id_from_env
 from reconcile_pipeline.engine.mapping import LEADS_MAPPING, TableMapping
 from reconcile_pipeline.engine.repository import Repository
+from reconcile_pipeline.instance import current_worker
+
+
+def _tag_worker(context: dg.InitResourceContext) -> None:
+    """Record this process as the run's worker (host, pid, start time) unless the run already
+    names it: runs the daemon launched learn here which process runs them, so one whose process
+    dies can be marked failed (defs/sensors.py `fail_dead_runs`)."""
+    instance, run = context.instance, context.dagster_run
+    if instance is None or run is None:
+        return
+    tags = current_worker().tags()
+    if any(run.tags.get(key) != value for key, value in tags.items()):
+        instance.add_run_tags(run.run_id, tags)
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -52,6 +65,7 @@ class PostgresResource(dg.ConfigurableResource):
                 f"{head_revision()}: run `reconcile db upgrade` (with the same DATABASE_URL)."
             )
         if context.run_id is not None:  # a run, not a sensor or a script building resources
+            _tag_worker(context)
             self._hold_base(context, url)
 
     def _hold_base(self, context: dg.InitResourceContext, url: str) -> None:

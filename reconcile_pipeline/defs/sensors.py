@@ -14,6 +14,11 @@ running them costs nothing and a deployment that sets the webhook is alerted fro
 Alerts need a running daemon (`reconcile ui`, or `dagster-daemon`); failures that happen while
 none runs are alerted when it starts, within the look-back below.
 
+Before alerting, each tick of the run sensor marks failed the runs whose worker process died
+(`fail_dead_runs`): no launcher watches a run started in-process, and Dagster's run monitoring
+cannot check the health of a `DefaultRunLauncher` worker, so such a run stayed STARTED forever,
+holding its base's place in the queue. Failing it in the same tick also alerts it in that tick.
+
 On its first tick (no cursor yet) each sensor looks back `FIRST_TICK_LOOKBACK` only: a failure
 just before the daemon started still alerts, while a sensor turned on over months of history
 does not replay every old failure into the webhook.
@@ -30,6 +35,7 @@ from dagster_shared.error import SerializableErrorInfo
 from reconcile_pipeline.alerting import AlertLogger
 from reconcile_pipeline.defs.alert_resource import AlertWebhookResource
 from reconcile_pipeline.defs.schedules import BASE_TAG, base_id_from_env
+from reconcile_pipeline.instance import Worker, worker_is_gone
 
 ALERT_RESOURCE_KEY = "alert_webhook"
 SENSOR_INTERVAL_SECONDS = 30
@@ -291,6 +297,42 @@ def run_failure_alert(
     return Alert(title=f"Run failed: {run.job_name}", lines=tuple(lines))
 
 
+def fail_dead_runs(instance: dg.DagsterInstance, logger: AlertLogger | None = None) -> list[str]:
+    """Mark failed every STARTED run whose worker process on this host has ended; returns their
+    run ids.
+
+    The worker is named by the run's tags (`instance.Worker`). Runs on another host, and runs
+    without the tags, are left alone: nothing here can tell whether they live. The failure is an
+    ordinary run failure: it frees the run's place in the queue (per-base tag limit and pool), and
+    the run failure sensor alerts it. The base's PostgreSQL lock needs no cleanup: it went with the
+    dead process's database session.
+    """
+    failed: list[str] = []
+    for record in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        worker = Worker.from_tags(record.dagster_run.tags)
+        if worker is None or not worker_is_gone(worker):
+            continue
+        # Read again after the liveness check: a run that ended normally just before its process
+        # exited is finished by now and must not be touched.
+        run = instance.get_run_by_id(record.dagster_run.run_id)
+        if run is None or run.status != dg.DagsterRunStatus.STARTED:
+            continue
+        message = (
+            f"The run's process ({worker.pid} on {worker.host}) is gone: it was killed or crashed "
+            "without ending the run. Marked failed so the base is free again; its windows are "
+            "reconciled by the next run."
+        )
+        instance.report_run_failed(run, message)
+        storage = instance.event_log_storage
+        if storage.supports_global_concurrency_limits:
+            # Slots a run claimed step by step (op-granularity pools) are not freed by its end.
+            storage.free_concurrency_slots_for_run(run.run_id)
+        if logger is not None:
+            logger.warning("Run %s marked failed: %s", run.run_id, message)
+        failed.append(run.run_id)
+    return failed
+
+
 def _watched_by(context: dg.SensorEvaluationContext, run: dg.DagsterRun) -> bool:
     """Whether this code location alerts for `run`: every run of the instance, except runs that
     belong to another code location (by origin) or to another base (by tag), so that one
@@ -336,12 +378,14 @@ def run_failure_alerts(
     name="reconcile_run_failure_alert",
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Alerts once per failed run, however it was launched (schedule, UI, "
-    "`reconcile backfill`, the demo): reads run failures from the event log by cursor.",
+    description="Marks failed the runs whose process died, then alerts once per failed run, "
+    "however it was launched (schedule, UI, `reconcile backfill`, the demo): reads run failures "
+    "from the event log by cursor.",
 )
 def reconcile_run_failure_alert(
     context: dg.SensorEvaluationContext, alert_webhook: AlertWebhookResource
 ) -> dg.SkipReason:
+    fail_dead_runs(context.instance, context.log)
     records = _records_since_cursor(context, run_failures_after, "run failure")
     if isinstance(records, dg.SkipReason):
         return records
