@@ -65,7 +65,10 @@ def run_reconcile(
     job = defs.resolve_job_def("reconcile_job")
     # Runs of a process that was killed earlier on this host end as failed before new ones
     # start, even when no daemon runs the sensor that does it otherwise.
-    fail_dead_runs(instance, logger)
+    try:
+        fail_dead_runs(instance, logger)
+    except Exception as exc:  # best effort: the sensor does it too, and the runs must go on
+        logger.warning("Could not check for dead runs (%s): %s", type(exc).__name__, exc)
     # This process runs them: if it dies, the run failure sensor (or the next CLI run here)
     # finds the run's process gone and marks the run failed.
     tags = {**reconcile_run_tags(base_id_from_env()), **current_worker().tags()}

@@ -385,7 +385,10 @@ def run_failure_alerts(
 def reconcile_run_failure_alert(
     context: dg.SensorEvaluationContext, alert_webhook: AlertWebhookResource
 ) -> dg.SkipReason:
-    fail_dead_runs(context.instance, context.log)
+    try:
+        fail_dead_runs(context.instance, context.log)
+    except Exception as exc:  # the sweep must never stop alerts; the next tick tries again
+        context.log.error("Could not check for dead runs (%s): %s", type(exc).__name__, exc)
     records = _records_since_cursor(context, run_failures_after, "run failure")
     if isinstance(records, dg.SkipReason):
         return records
