@@ -30,12 +30,14 @@ from reconcile_pipeline.db.migrate import upgrade
 from reconcile_pipeline.demo.seed_data import demo_leads
 from reconcile_pipeline.emulator.server import run_emulator
 from reconcile_pipeline.engine.context import RunContext
-from reconcile_pipeline.engine.mapping import LEADS_MAPPING
 from reconcile_pipeline.engine.pull import apply_records
 from reconcile_pipeline.engine.repository import Repository
 from reconcile_pipeline.engine.stages import fetch_window, merge_snapshot, push_window
+from reconcile_pipeline.config.load import DEMO_FILE, load
 
 BASE, TABLE = "appDemoLeads00001", "Leads"
+# The demo project file's Leads table: fields addressed by Airtable field id.
+LEADS_MAPPING = load(DEMO_FILE).mappings()[0]
 RATE = 5.0
 TARGET_REQUESTS, TARGET_WALL, TARGET_ROWS = 1.05, 1.10, 50_000
 
@@ -180,7 +182,12 @@ def main() -> int:
             created_time=[now - dt.timedelta(days=2)] * len(leads),
             modified_time=[now - dt.timedelta(days=1)] * len(leads),
         )
-        apply_records(repo, emulator.all_records(BASE, TABLE), RunContext(run_id="initial"))
+        by_label = {spec.label: spec.airtable_name for spec in LEADS_MAPPING.fields}
+        initial = [
+            {**r, "fields": {by_label.get(k, k): v for k, v in r["fields"].items()}}
+            for r in emulator.all_records(BASE, TABLE)
+        ]
+        apply_records(repo, initial, RunContext(run_id="initial"))
         with engine.begin() as conn:  # a deployment in steady state: pulls covered up to now
             conn.execute(
                 text(
@@ -199,7 +206,12 @@ def main() -> int:
                 {"ids": ids[: args.portal_edits]},
             )
         client = AirtableClient(
-            emulator.token, BASE, TABLE, endpoint_url=emulator.url, requests_per_second=RATE
+            emulator.token,
+            BASE,
+            LEADS_MAPPING.airtable_table,
+            endpoint_url=emulator.url,
+            requests_per_second=RATE,
+            fields_by_id=True,
         )
         client.table_schema()  # metadata read once at start, outside the measurement
         emulator.reset_request_log()

@@ -175,27 +175,34 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 def _cmd_conflicts(args: argparse.Namespace) -> int:
     import json
 
+    from reconcile_pipeline.config.load import load
     from reconcile_pipeline.engine import conflicts
-    from reconcile_pipeline.engine.mapping import LEADS_MAPPING
     from reconcile_pipeline.engine.repository import Repository
 
     urls = prepare_environment()
-    repo = Repository(create_engine(urls.app), LEADS_MAPPING)
+    engine = create_engine(urls.app)
+    repos = [Repository(engine, mapping) for mapping in load().mappings()]
     if args.action == "list":
-        rows = conflicts.list_open(repo, limit=args.limit)
-        for c in rows:
-            print(
-                f"#{c.id} {c.record_id} {c.field}: airtable={c.airtable_value!r} "
-                f"portal={c.portal_value!r} kept={c.decided_value!r} — {c.recommendation}"
-            )
-        print(f"{len(rows)} open conflicts shown")
+        shown = 0
+        for repo in repos:
+            rows = conflicts.list_open(repo, limit=args.limit)
+            for c in rows:
+                print(
+                    f"#{c.id} {repo.mapping.name} {c.record_id} {c.field}: "
+                    f"airtable={c.airtable_value!r} portal={c.portal_value!r} "
+                    f"kept={c.decided_value!r} — {c.recommendation}"
+                )
+            shown += len(rows)
+        print(f"{shown} open conflicts shown")
     elif args.action == "resolve":
         value = json.loads(args.value) if args.value is not None else None
-        chosen = conflicts.resolve(repo, args.id, args.choose, value)
+        owner = next((r for r in repos if conflicts.owns(r, args.id)), repos[0])
+        chosen = conflicts.resolve(owner, args.id, args.choose, value)
         print(f"Conflict #{args.id} resolved with {chosen!r}; the next run pushes it if needed.")
     else:
-        print(f"{conflicts.accept_all_recommendations(repo)} conflicts accepted as decided.")
-    repo.engine.dispose()
+        accepted = sum(conflicts.accept_all_recommendations(repo) for repo in repos)
+        print(f"{accepted} conflicts accepted as decided.")
+    engine.dispose()
     return 0
 
 

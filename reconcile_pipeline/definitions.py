@@ -18,6 +18,7 @@ from reconcile_pipeline.defs.jobs import (
     full_reconcile_schedule,
     reconcile_job,
 )
+from reconcile_pipeline.defs.project import base_id, client
 from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.defs.schedules import reconcile_schedule
 from reconcile_pipeline.defs.sensors import failed_check_alert_sensor, reconcile_run_failure_alert
@@ -33,9 +34,10 @@ defs = dg.Definitions(
     sensors=[failed_check_alert_sensor, reconcile_run_failure_alert],
     resources={
         "airtable": AirtableResource(
-            api_key=dg.EnvVar("AIRTABLE_API_KEY"),
-            base_id=dg.EnvVar("AIRTABLE_BASE_ID"),
-            table=dg.EnvVar("AIRTABLE_TABLE"),
+            # The NAME of the token's variable comes from the project file; its value is read
+            # at run time and never shown.
+            api_key=dg.EnvVar(client()[1].token_env),
+            base_id=base_id(),
             endpoint_url=dg.EnvVar("AIRTABLE_ENDPOINT_URL"),
         ),
         "postgres": PostgresResource(database_url=dg.EnvVar("DATABASE_URL")),

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from reconcile_pipeline.definitions import defs
+from reconcile_pipeline.defs.assets import project_tables
 from reconcile_pipeline.defs.partitions import partition_key_for
 from reconcile_pipeline.defs.schedules import (
     base_id_from_env,
@@ -74,8 +75,9 @@ def run_reconcile(
     tags = {**reconcile_run_tags(base_id_from_env()), **current_worker().tags()}
     run_config = {
         "ops": {
-            name: {"config": {"dry_run": dry_run}}
-            for name in ("postgres_leads", "airtable_push_results")
+            asset.op.name: {"config": {"dry_run": dry_run}}
+            for table in project_tables
+            for asset in (table.merged, table.pushed)
         },
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }

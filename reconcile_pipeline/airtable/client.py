@@ -90,14 +90,19 @@ class AirtableClient:
         backoff_factor: float = 1.0,
         backoff_max_seconds: float = 30.0,
         max_scan_restarts: int = 3,
+        fields_by_id: bool = False,
     ) -> None:
         raw_token = token
         token = clean_token(token)
         if not base_id:
-            raise AirtableConfigError("No Airtable base: set AIRTABLE_BASE_ID.")
+            raise AirtableConfigError("No Airtable base: set `base_id` in the project file.")
         if not table:
-            raise AirtableConfigError("No Airtable table: set AIRTABLE_TABLE.")
+            raise AirtableConfigError(
+                "No Airtable table: set `airtable_table` in the project file."
+            )
         self.base_id = base_id
+        # Records come keyed by field id (a project file's mapping): renames change nothing.
+        self.fields_by_id = fields_by_id
         self.table_name = table
         self.endpoint_url = endpoint_url
         self.max_scan_restarts = max_scan_restarts
@@ -194,6 +199,8 @@ class AirtableClient:
             chunk = unique[index : index + PAGE_SIZE]
             formula = F.OR(*(F.EQ(F.RECORD_ID(), record_id) for record_id in chunk))
             body: dict[str, Any] = {"filterByFormula": str(formula), "pageSize": PAGE_SIZE}
+            if self.fields_by_id:
+                body["returnFieldsByFieldId"] = True
             if fields is not None:
                 body["fields"] = fields
             try:
@@ -206,6 +213,8 @@ class AirtableClient:
     def _scan(self, **options: Any) -> Iterator[list[dict[str, Any]]]:
         """List pages, restarting from scratch when Airtable expires the offset iterator."""
         options = {k: v for k, v in options.items() if v is not None}
+        if self.fields_by_id:
+            options["use_field_ids"] = True
         seen: set[str] = set()
         restarts = 0
         while True:
@@ -290,7 +299,8 @@ class AirtableClient:
         available = ", ".join(f"{t['name']} ({t['id']})" for t in tables) or "none"
         raise AirtableConfigError(
             f"Airtable table {self.table_name!r} was not found in base {self.base_id}; "
-            f"set AIRTABLE_TABLE to one of: {available}."
+            "set the table's `airtable_table` in the project file (reconcile.yaml) to one of: "
+            f"{available}."
         )
 
     def _config_error(self, error: AirtableRequestError) -> AirtableError:
@@ -302,9 +312,10 @@ class AirtableClient:
         if error.status_code in (403, 404):
             return AirtableConfigError(
                 f"Airtable base {self.base_id} was not found or is not accessible "
-                f"({error.status_code} {error.error_type}): set AIRTABLE_BASE_ID to the app… id "
-                "of the base, and give the token access to it with the schema.bases:read, "
-                "data.records:read and data.records:write scopes."
+                f"({error.status_code} {error.error_type}): set the client's `base_id` in the "
+                "project file (reconcile.yaml) to the app… id of the base, and give the token "
+                "access to it with the schema.bases:read, data.records:read and "
+                "data.records:write scopes."
             )
         return error
 

@@ -23,7 +23,10 @@ class AirtableResource(ConfigurableResource):
         description="Personal access token; bind EnvVar('AIRTABLE_API_KEY').", repr=False
     )
     base_id: str = Field(description="The app… id of the base (AIRTABLE_BASE_ID).")
-    table: str = Field(description="Table name or tbl… id (AIRTABLE_TABLE).")
+    table: str | None = Field(
+        default=None,
+        description="A table name or tbl… id for `client` (scripts); runs use `table_client`.",
+    )
     endpoint_url: str = Field(
         default=DEFAULT_ENDPOINT, description="api.airtable.com, or the local emulator's URL."
     )
@@ -33,20 +36,40 @@ class AirtableResource(ConfigurableResource):
     timeout_seconds: float = Field(default=30.0, description="Read timeout per request.")
 
     _client: AirtableClient | None = PrivateAttr(default=None)
+    _table_clients: dict[str, AirtableClient] = PrivateAttr(default_factory=dict)
+    _log: Any = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        self._client = self._build_client(context.log)
+        self._log = context.log
+        if self.table:
+            self._client = self._build_client(context.log)
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+        for client in self._table_clients.values():
+            client.close()
+        self._table_clients.clear()
 
-    def _build_client(self, log: Any = None) -> AirtableClient:
+    def table_client(self, mapping: Any) -> AirtableClient:
+        """The run's client for a mapped table (addressed by id, its schema cached per run);
+        all tables of the base share the base's pacing."""
+        key = mapping.airtable_table
+        if key not in self._table_clients:
+            self._table_clients[key] = self._build_client(
+                self._log, table=key, fields_by_id=mapping.fields_by_id
+            )
+        return self._table_clients[key]
+
+    def _build_client(
+        self, log: Any = None, table: str | None = None, fields_by_id: bool = False
+    ) -> AirtableClient:
         return AirtableClient(
             token=self.api_key,
             base_id=self.base_id,
-            table=self.table,
+            table=table or self.table or "",
+            fields_by_id=fields_by_id,
             endpoint_url=self.endpoint_url,
             requests_per_second=self.requests_per_second,
             timeout_seconds=self.timeout_seconds,

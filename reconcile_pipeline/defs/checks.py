@@ -13,7 +13,7 @@ import datetime as dt
 
 import dagster as dg
 
-from reconcile_pipeline.defs.assets import airtable_leads, airtable_push_results, postgres_leads
+from reconcile_pipeline.defs.assets import TableAssets, project_tables
 from reconcile_pipeline.defs.metadata import markdown_table
 from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.engine import invariants
@@ -46,122 +46,122 @@ def _result(
     )
 
 
-@dg.asset_check(asset=airtable_leads)
-def no_record_twice_in_pull(
-    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
-) -> dg.AssetCheckResult:
-    """No Airtable record came twice in this run's pull (repeats are deduplicated; a repeat
-    means the listing shifted under pagination)."""
-    finding = invariants.records_repeated_in_pull(postgres.repository(), context.run.run_id)
-    return _result(context, finding, dg.AssetCheckSeverity.WARN)
+def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
+    """The checks of one synced table (the same names on each table's assets)."""
+    mapping = table.mapping
+
+    @dg.asset_check(asset=table.airtable)
+    def no_record_twice_in_pull(
+        context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+    ) -> dg.AssetCheckResult:
+        """No Airtable record came twice in this run's pull (repeats are deduplicated; a repeat
+        means the listing shifted under pagination)."""
+        finding = invariants.records_repeated_in_pull(
+            postgres.repository(mapping), context.run.run_id
+        )
+        return _result(context, finding, dg.AssetCheckSeverity.WARN)
+
+    @dg.asset_check(asset=table.merged, blocking=True)
+    def no_echo_marked_dirty(
+        context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+    ) -> dg.AssetCheckResult:
+        """Loop detection: nothing pulled back as an echo of our own push marked a lead dirty."""
+        finding = invariants.echoes_marked_dirty(postgres.repository(mapping), context.run.run_id)
+        return _result(context, finding, dg.AssetCheckSeverity.ERROR)
+
+    @dg.asset_check(asset=table.merged, blocking=True)
+    def one_lead_per_airtable_record(
+        context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+    ) -> dg.AssetCheckResult:
+        """Duplicate detection: exactly one PostgreSQL lead per Airtable record."""
+        finding = invariants.duplicate_leads(postgres.repository(mapping))
+        return _result(context, finding, dg.AssetCheckSeverity.ERROR)
+
+    @dg.asset_check(asset=table.merged)
+    def no_duplicate_contacts(
+        context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+    ) -> dg.AssetCheckResult:
+        """Live leads sharing an e-mail or phone, reported with their record ids."""
+        finding = invariants.duplicate_contacts(postgres.repository(mapping))
+        return _result(context, finding, dg.AssetCheckSeverity.WARN)
+
+    @dg.asset_check(asset=table.merged)
+    def no_new_quarantine(
+        context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+    ) -> dg.AssetCheckResult:
+        """Quarantine growth: records this run could not map (held with the reason, retried)."""
+        finding = invariants.quarantine_growth(postgres.repository(mapping), context.run.run_id)
+        return _result(context, finding, dg.AssetCheckSeverity.WARN)
+
+    @dg.asset_check(asset=table.merged)
+    def pull_continuity(
+        context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+    ) -> dg.AssetCheckResult:
+        """Every stretch of time (last 7 days) is covered by a committed pull, and the high-water
+        mark is less than 45 minutes old. Not blocking: the push is still right to run."""
+        finding = invariants.pull_continuity(
+            postgres.repository(mapping), max_lag=CONTINUITY_MAX_LAG, horizon=CONTINUITY_HORIZON
+        )
+        return _result(context, finding, dg.AssetCheckSeverity.ERROR)
+
+    @dg.asset_check(asset=table.pushed)
+    def no_portal_writes_to_airtable_fields(
+        context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+    ) -> dg.AssetCheckResult:
+        """The portal wrote no Airtable-owned column (each such write is put back to Airtable's
+        value by the run, audited as `reverted_portal_write`)."""
+        finding = invariants.portal_writes_to_airtable_fields(
+            postgres.repository(mapping), context.run.run_id
+        )
+        return _result(context, finding, dg.AssetCheckSeverity.WARN)
+
+    @dg.asset_check(asset=table.pushed)
+    def no_repeated_push(
+        context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+    ) -> dg.AssetCheckResult:
+        """Loop detection: no lead pushed again unless the portal changed it again."""
+        finding = invariants.repeated_pushes(postgres.repository(mapping), context.run.run_id)
+        return _result(context, finding, dg.AssetCheckSeverity.ERROR)
+
+    @dg.asset_check(asset=table.pushed)
+    def push_error_rate(
+        context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+    ) -> dg.AssetCheckResult:
+        """At most 10% of this run's pushes failed or were rejected (they stay dirty and retry)."""
+        finding = invariants.push_error_rate(
+            postgres.repository(mapping), context.run.run_id, PUSH_ERROR_RATE_THRESHOLD
+        )
+        return _result(context, finding, dg.AssetCheckSeverity.ERROR)
+
+    @dg.asset_check(asset=table.pushed)
+    def no_drift_in_window(
+        context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+    ) -> dg.AssetCheckResult:
+        """After the run, the window's records agree on both sides (pending portal edits aside)."""
+        finding = invariants.window_drift(postgres.repository(mapping), context.run.run_id)
+        return _result(context, finding, dg.AssetCheckSeverity.WARN)
+
+    @dg.asset_check(asset=table.pushed)
+    def reconcile_is_fresh(
+        context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+    ) -> dg.AssetCheckResult:
+        """The last successful push is under an hour old and no portal edit waits longer."""
+        finding = invariants.freshness(postgres.repository(mapping), FRESHNESS_LIMIT)
+        return _result(context, finding, dg.AssetCheckSeverity.WARN)
+
+    return [
+        no_record_twice_in_pull,
+        no_echo_marked_dirty,
+        one_lead_per_airtable_record,
+        no_duplicate_contacts,
+        no_new_quarantine,
+        pull_continuity,
+        no_portal_writes_to_airtable_fields,
+        no_repeated_push,
+        push_error_rate,
+        no_drift_in_window,
+        reconcile_is_fresh,
+    ]
 
 
-@dg.asset_check(asset=postgres_leads, blocking=True)
-def no_echo_marked_dirty(
-    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
-) -> dg.AssetCheckResult:
-    """Loop detection: nothing pulled back as an echo of our own push marked a lead dirty."""
-    finding = invariants.echoes_marked_dirty(postgres.repository(), context.run.run_id)
-    return _result(context, finding, dg.AssetCheckSeverity.ERROR)
-
-
-@dg.asset_check(asset=postgres_leads, blocking=True)
-def one_lead_per_airtable_record(
-    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
-) -> dg.AssetCheckResult:
-    """Duplicate detection: exactly one PostgreSQL lead per Airtable record."""
-    finding = invariants.duplicate_leads(postgres.repository())
-    return _result(context, finding, dg.AssetCheckSeverity.ERROR)
-
-
-@dg.asset_check(asset=postgres_leads)
-def no_duplicate_contacts(
-    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
-) -> dg.AssetCheckResult:
-    """Live leads sharing an e-mail or phone, reported with their record ids."""
-    finding = invariants.duplicate_contacts(postgres.repository())
-    return _result(context, finding, dg.AssetCheckSeverity.WARN)
-
-
-@dg.asset_check(asset=postgres_leads)
-def no_new_quarantine(
-    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
-) -> dg.AssetCheckResult:
-    """Quarantine growth: records this run could not map (held with the reason, retried)."""
-    finding = invariants.quarantine_growth(postgres.repository(), context.run.run_id)
-    return _result(context, finding, dg.AssetCheckSeverity.WARN)
-
-
-@dg.asset_check(asset=postgres_leads)
-def pull_continuity(
-    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
-) -> dg.AssetCheckResult:
-    """Every stretch of time (last 7 days) is covered by a committed pull, and the high-water
-    mark is less than 45 minutes old. Not blocking: the push is still right to run."""
-    finding = invariants.pull_continuity(
-        postgres.repository(), max_lag=CONTINUITY_MAX_LAG, horizon=CONTINUITY_HORIZON
-    )
-    return _result(context, finding, dg.AssetCheckSeverity.ERROR)
-
-
-@dg.asset_check(asset=airtable_push_results)
-def no_portal_writes_to_airtable_fields(
-    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
-) -> dg.AssetCheckResult:
-    """The portal wrote no Airtable-owned column (each such write is put back to Airtable's
-    value by the run, audited as `reverted_portal_write`)."""
-    finding = invariants.portal_writes_to_airtable_fields(postgres.repository(), context.run.run_id)
-    return _result(context, finding, dg.AssetCheckSeverity.WARN)
-
-
-@dg.asset_check(asset=airtable_push_results)
-def no_repeated_push(
-    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
-) -> dg.AssetCheckResult:
-    """Loop detection: no lead pushed again unless the portal changed it again."""
-    finding = invariants.repeated_pushes(postgres.repository(), context.run.run_id)
-    return _result(context, finding, dg.AssetCheckSeverity.ERROR)
-
-
-@dg.asset_check(asset=airtable_push_results)
-def push_error_rate(
-    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
-) -> dg.AssetCheckResult:
-    """At most 10% of this run's pushes failed or were rejected (they stay dirty and retry)."""
-    finding = invariants.push_error_rate(
-        postgres.repository(), context.run.run_id, PUSH_ERROR_RATE_THRESHOLD
-    )
-    return _result(context, finding, dg.AssetCheckSeverity.ERROR)
-
-
-@dg.asset_check(asset=airtable_push_results)
-def no_drift_in_window(
-    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
-) -> dg.AssetCheckResult:
-    """After the run, the window's records agree on both sides (pending portal edits aside)."""
-    finding = invariants.window_drift(postgres.repository(), context.run.run_id)
-    return _result(context, finding, dg.AssetCheckSeverity.WARN)
-
-
-@dg.asset_check(asset=airtable_push_results)
-def reconcile_is_fresh(
-    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
-) -> dg.AssetCheckResult:
-    """The last successful push is under an hour old and no portal edit waits longer."""
-    finding = invariants.freshness(postgres.repository(), FRESHNESS_LIMIT)
-    return _result(context, finding, dg.AssetCheckSeverity.WARN)
-
-
-reconcile_checks = [
-    no_record_twice_in_pull,
-    no_echo_marked_dirty,
-    one_lead_per_airtable_record,
-    no_duplicate_contacts,
-    no_new_quarantine,
-    pull_continuity,
-    no_portal_writes_to_airtable_fields,
-    no_repeated_push,
-    push_error_rate,
-    no_drift_in_window,
-    reconcile_is_fresh,
-]
+reconcile_checks = [check for table in project_tables for check in build_table_checks(table)]

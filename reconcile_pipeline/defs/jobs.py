@@ -3,15 +3,17 @@
 import dagster as dg
 
 from reconcile_pipeline.airtable.resource import AirtableResource
-from reconcile_pipeline.defs.assets import BASE_POOL, lock_name, reconcile_assets
+from reconcile_pipeline.defs.assets import lock_name, project_tables, reconcile_assets
 from reconcile_pipeline.defs.config import ReconcileConfig
 from reconcile_pipeline.defs.metadata import markdown_table
 from reconcile_pipeline.defs.partitions import reconcile_windows
+from reconcile_pipeline.defs.project import base_id
 from reconcile_pipeline.defs.resources import PostgresResource
-from reconcile_pipeline.defs.schedules import base_id_from_env, reconcile_run_tags
+from reconcile_pipeline.defs.schedules import base_pool, reconcile_run_tags
 from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.full_reconcile import full_reconcile
 from reconcile_pipeline.engine.sweep import delete_sweep
+from reconcile_pipeline.engine.validate import resolve_mapping
 
 # Every run of these jobs (launchpad, schedule, `reconcile backfill`) carries the base tag, so
 # dagster.yaml's per-base tag limit keeps a queued run waiting while another run of the base is in
@@ -20,7 +22,8 @@ from reconcile_pipeline.engine.sweep import delete_sweep
 # op declares. In-process runs (`reconcile backfill`, the demo) hold both but skip the queue. The
 # engine does not rely on any of it: row locks, the stale-snapshot guard and the push's advisory
 # lock keep overlapping runs safe.
-BASE_RUN_TAGS = dict(reconcile_run_tags(base_id_from_env()))
+BASE_RUN_TAGS = dict(reconcile_run_tags(base_id()))
+BASE_POOL = base_pool(base_id())
 
 # In-process: a reconcile is I/O-bound and small; the multiprocess executor costs ~30 s of
 # process start-up per run on 2 cores (DESIGN §8).
@@ -44,13 +47,17 @@ def sweep_deleted_records(
     airtable: AirtableResource,
     postgres: PostgresResource,
 ) -> dg.Output[None]:
-    result = delete_sweep(
-        postgres.repository(),
-        airtable.client,
-        RunContext(run_id=context.run_id, dry_run=config.dry_run),
-    )
-    context.log.info("Delete sweep: %s", result.counts())
-    return dg.Output(None, metadata={**result.counts(), "dry_run": config.dry_run})
+    metadata: dict = {"dry_run": config.dry_run}
+    for table in project_tables:
+        mapping = table.mapping
+        result = delete_sweep(
+            postgres.repository(mapping),
+            airtable.table_client(mapping),
+            RunContext(run_id=context.run_id, dry_run=config.dry_run),
+        )
+        context.log.info("Delete sweep of %s: %s", mapping.name, result.counts())
+        metadata.update({f"{mapping.name}/{k}": v for k, v in result.counts().items()})
+    return dg.Output(None, metadata=metadata)
 
 
 @dg.op(
@@ -63,35 +70,42 @@ def reconcile_everything(
     airtable: AirtableResource,
     postgres: PostgresResource,
 ) -> dg.Output[None]:
-    result = full_reconcile(
-        postgres.repository(),
-        airtable.client,
-        RunContext(run_id=context.run_id, dry_run=config.dry_run),
-        lock_name=lock_name(airtable),
-    )
-    drift = result.drift
-    context.log.info("Full reconcile drift by field: %s", dict(drift.drift_by_field))
-    return dg.Output(
-        None,
-        metadata={
-            "records_compared": drift.records_compared,
-            "drifted_records": drift.drifted_records,
-            "missing_in_postgres": drift.missing_in_postgres,
-            "missing_in_airtable": drift.missing_in_airtable,
-            "drift_by_field": dg.MetadataValue.json(dict(drift.drift_by_field)),
-            "drift_examples": markdown_table(
-                [
-                    {"record": e["record_id"], "fields": ", ".join(e["fields"])}
-                    for e in drift.examples
-                ]
-            ),
-            **{f"pull_{k}": v for k, v in result.pull.counts().items()},
-            **{f"push_{k}": v for k, v in result.push.counts().items()},
-            "soft_deleted": result.sweep.soft_deleted,
-            "airtable_requests": result.requests,
-            "dry_run": config.dry_run,
-        },
-    )
+    metadata: dict = {"dry_run": config.dry_run}
+    for table in project_tables:
+        mapping = table.mapping
+        client = airtable.table_client(mapping)
+        repo = postgres.repository(resolve_mapping(mapping, client.table_schema()))
+        result = full_reconcile(
+            repo,
+            client,
+            RunContext(run_id=context.run_id, dry_run=config.dry_run),
+            lock_name=lock_name(base_id(), mapping),
+        )
+        drift = result.drift
+        context.log.info(
+            "Full reconcile of %s, drift by field: %s", mapping.name, dict(drift.drift_by_field)
+        )
+        prefix = f"{mapping.name}/"
+        metadata.update(
+            {
+                f"{prefix}records_compared": drift.records_compared,
+                f"{prefix}drifted_records": drift.drifted_records,
+                f"{prefix}missing_in_postgres": drift.missing_in_postgres,
+                f"{prefix}missing_in_airtable": drift.missing_in_airtable,
+                f"{prefix}drift_by_field": dg.MetadataValue.json(dict(drift.drift_by_field)),
+                f"{prefix}drift_examples": markdown_table(
+                    [
+                        {"record": e["record_id"], "fields": ", ".join(e["fields"])}
+                        for e in drift.examples
+                    ]
+                ),
+                **{f"{prefix}pull_{k}": v for k, v in result.pull.counts().items()},
+                **{f"{prefix}push_{k}": v for k, v in result.push.counts().items()},
+                f"{prefix}soft_deleted": result.sweep.soft_deleted,
+                f"{prefix}airtable_requests": result.requests,
+            }
+        )
+    return dg.Output(None, metadata=metadata)
 
 
 @dg.job(

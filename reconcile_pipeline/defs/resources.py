@@ -11,7 +11,7 @@ from reconcile_pipeline.db import urls
 from reconcile_pipeline.db.base_lock import BaseRunLock
 from reconcile_pipeline.db.migrate import current_revision, head_revision
 from reconcile_pipeline.defs.schedules import base_id_from_env
-from reconcile_pipeline.engine.mapping import LEADS_MAPPING, TableMapping
+from reconcile_pipeline.engine.mapping import TableMapping
 from reconcile_pipeline.engine.repository import Repository
 from reconcile_pipeline.instance import current_worker
 
@@ -102,5 +102,5 @@ class PostgresResource(dg.ConfigurableResource):
         assert self._engine is not None, "PostgresResource used outside of a run"
         return self._engine
 
-    def repository(self, mapping: TableMapping = LEADS_MAPPING) -> Repository:
+    def repository(self, mapping: TableMapping) -> Repository:
         return Repository(self.engine, mapping)

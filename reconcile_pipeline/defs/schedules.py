@@ -7,7 +7,6 @@ window requested twice (while in progress, then once closed) is harmless because
 idempotent.
 """
 
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -20,7 +19,6 @@ RECONCILE_JOB_NAME = "reconcile_job"
 # dagster.yaml's queued run coordinator allows one run per distinct value of this tag, so two
 # runs never reconcile the same Airtable base at once.
 BASE_TAG = "reconcile/base"
-AIRTABLE_BASE_ID_ENV = "AIRTABLE_BASE_ID"
 DEFAULT_BASE_ID = "appDemoLeads00001"
 
 # Must match the cron below: the look-back that guarantees no gap between two ticks.
@@ -28,8 +26,11 @@ TICK_INTERVAL = timedelta(minutes=15)
 
 
 def base_id_from_env() -> str:
-    """The Airtable base id every reconcile run is tagged with (the demo base when unset)."""
-    return os.environ.get(AIRTABLE_BASE_ID_ENV) or DEFAULT_BASE_ID
+    """The Airtable base id every reconcile run is tagged with: the project file's client's
+    (README "The project file"); the name is kept for the callers that predate the file."""
+    from reconcile_pipeline.defs.project import base_id
+
+    return base_id()
 
 
 def base_pool(base_id: str) -> str:

@@ -42,6 +42,17 @@ def list_open(repo: Repository, limit: int = 100) -> list[OpenConflict]:
     return [OpenConflict(*row) for row in rows]
 
 
+def owns(repo: Repository, conflict_id: int) -> bool:
+    """Whether conflict `conflict_id` belongs to `repo`'s table."""
+    with repo.engine.connect() as conn:
+        return bool(
+            conn.execute(
+                text("SELECT 1 FROM reconcile.conflicts WHERE id = :id AND table_key = :t"),
+                {"id": conflict_id, "t": repo.mapping.name},
+            ).first()
+        )
+
+
 def resolve(repo: Repository, conflict_id: int, choice: Choice, value: Any = None) -> Any:
     """Resolve one open conflict; returns the value the field now holds in the portal."""
     with repo.engine.begin() as conn:

@@ -34,9 +34,9 @@ def _parse_datetime(raw: str, field: FieldSpec) -> dt.datetime:
             parsed = parsed.replace(tzinfo=dt.UTC)
         parsed = parsed.astimezone(dt.UTC)
     except (ValueError, OverflowError) as exc:
-        raise InvalidValue(f"{field.airtable_name}: unparsable date-time {_short(raw)}") from exc
+        raise InvalidValue(f"{field.display}: unparsable date-time {_short(raw)}") from exc
     if not EARLIEST_DATETIME <= parsed <= LATEST_DATETIME:
-        raise InvalidValue(f"{field.airtable_name}: date-time {_short(raw)} is out of range")
+        raise InvalidValue(f"{field.display}: date-time {_short(raw)} is out of range")
     return parsed
 
 
@@ -102,12 +102,12 @@ def format_datetime(value: dt.datetime) -> str:
 
 def _check_text(value: str, field: FieldSpec) -> str | None:
     if "\x00" in value:
-        raise InvalidValue(f"{field.airtable_name}: contains a NUL byte")
+        raise InvalidValue(f"{field.display}: contains a NUL byte")
     if has_lone_surrogate(value):
-        raise InvalidValue(f"{field.airtable_name}: contains a lone UTF-16 surrogate")
+        raise InvalidValue(f"{field.display}: contains a lone UTF-16 surrogate")
     if field.max_length is not None and len(value) > field.max_length:
         raise InvalidValue(
-            f"{field.airtable_name}: {len(value)} characters, longer than {field.max_length}"
+            f"{field.display}: {len(value)} characters, longer than {field.max_length}"
         )
     return value or None
 
@@ -123,63 +123,63 @@ def from_airtable(field: FieldSpec, raw: Any) -> Any:
         raise
     except Exception as exc:  # noqa: BLE001 — no input may fail a batch (DESIGN §3.5)
         raise InvalidValue(
-            f"{field.airtable_name}: cannot convert {_short(raw)} ({type(exc).__name__})"
+            f"{field.display}: cannot convert {_short(raw)} ({type(exc).__name__})"
         ) from exc
 
 
 def _from_airtable(field: FieldSpec, raw: Any) -> Any:
     if isinstance(raw, dict) and ("error" in raw or "specialValue" in raw):
         detail = raw.get("error") or raw.get("specialValue")
-        raise InvalidValue(f"{field.airtable_name}: formula error {detail!r}")
+        raise InvalidValue(f"{field.display}: formula error {detail!r}")
     kind = field.kind
     if kind is FieldKind.BOOLEAN:
         if raw is None:
             return False
         if not isinstance(raw, bool):
-            raise InvalidValue(f"{field.airtable_name}: expected a checkbox, got {_short(raw)}")
+            raise InvalidValue(f"{field.display}: expected a checkbox, got {_short(raw)}")
         return raw
     if raw is None or raw == "" or raw == []:
         return None
     if kind is FieldKind.TEXT:
         if isinstance(raw, bool) or not isinstance(raw, str | int | float):
-            raise InvalidValue(f"{field.airtable_name}: expected text, got {type(raw).__name__}")
+            raise InvalidValue(f"{field.display}: expected text, got {type(raw).__name__}")
         return _check_text(str(raw), field)
     if kind is FieldKind.SELECT:
         if not isinstance(raw, str):
-            raise InvalidValue(f"{field.airtable_name}: expected an option, got {_short(raw)}")
+            raise InvalidValue(f"{field.display}: expected an option, got {_short(raw)}")
         if field.choices is not None and raw not in field.choices:
-            raise InvalidValue(f"{field.airtable_name}: unknown option {_short(raw)}")
+            raise InvalidValue(f"{field.display}: unknown option {_short(raw)}")
         return _check_text(raw, field)
     if kind is FieldKind.INTEGER:
         if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise InvalidValue(f"{field.airtable_name}: expected a number, got {_short(raw)}")
+            raise InvalidValue(f"{field.display}: expected a number, got {_short(raw)}")
         if isinstance(raw, float) and not (math.isfinite(raw) and raw.is_integer()):
-            raise InvalidValue(f"{field.airtable_name}: expected a whole number, got {_short(raw)}")
+            raise InvalidValue(f"{field.display}: expected a whole number, got {_short(raw)}")
         value = int(raw)
         if not INT32_MIN <= value <= INT32_MAX:
-            raise InvalidValue(f"{field.airtable_name}: {_short(value)} is out of range")
+            raise InvalidValue(f"{field.display}: {_short(value)} is out of range")
         return value
     if kind is FieldKind.FLOAT:
         if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-            raise InvalidValue(f"{field.airtable_name}: expected a number, got {_short(raw)}")
+            raise InvalidValue(f"{field.display}: expected a number, got {_short(raw)}")
         return float(raw)
     if kind is FieldKind.DATE:
         if not isinstance(raw, str):
-            raise InvalidValue(f"{field.airtable_name}: expected a date, got {_short(raw)}")
+            raise InvalidValue(f"{field.display}: expected a date, got {_short(raw)}")
         try:
             return dt.date.fromisoformat(raw[:10]).isoformat()
         except ValueError as exc:
-            raise InvalidValue(f"{field.airtable_name}: unparsable date {_short(raw)}") from exc
+            raise InvalidValue(f"{field.display}: unparsable date {_short(raw)}") from exc
     if kind is FieldKind.DATETIME:
         if not isinstance(raw, str):
-            raise InvalidValue(f"{field.airtable_name}: expected a date-time, got {_short(raw)}")
+            raise InvalidValue(f"{field.display}: expected a date-time, got {_short(raw)}")
         return format_datetime(_parse_datetime(raw, field))
     if kind is FieldKind.JSON:
         if not isinstance(raw, list | dict):
-            raise InvalidValue(f"{field.airtable_name}: expected a list, got {_short(raw)}")
+            raise InvalidValue(f"{field.display}: expected a list, got {_short(raw)}")
         if not jsonb_safe(raw):
             raise InvalidValue(
-                f"{field.airtable_name}: holds a NUL byte, lone surrogate or NaN PostgreSQL "
+                f"{field.display}: holds a NUL byte, lone surrogate or NaN PostgreSQL "
                 "cannot store"
             )
         return raw
@@ -236,7 +236,7 @@ def portal_value_problem(field: FieldSpec, canonical: Any) -> str | None:
     except InvalidValue as exc:
         return str(exc)
     if field.required and canonical is None:
-        return f"{field.airtable_name}: required field is empty"
+        return f"{field.display}: required field is empty"
     return None
 
 
@@ -259,7 +259,7 @@ def record_values(mapping: TableMapping, fields: Any) -> tuple[dict[str, Any], l
             continue
         if value is None and spec.required:
             problems.append(
-                FieldProblem(spec.column, f"{spec.airtable_name}: required field is missing", raw)
+                FieldProblem(spec.column, f"{spec.display}: required field is missing", raw)
             )
             continue
         values[spec.column] = value

@@ -128,22 +128,43 @@ def records_repeated_in_pull(repo: Repository, run_id: str) -> Finding:
     )
 
 
+def contact_columns(repo: Repository) -> dict[str, str]:
+    """The mapped e-mail and phone columns ("email"/"phone" kinds of contact), found by name."""
+    found: dict[str, str] = {}
+    for spec in repo.mapping.fields:
+        name = spec.column.lower()
+        if "mail" in name and "email" not in found:
+            found["email"] = spec.column
+        elif ("phone" in name or "mobile" in name) and "phone" not in found:
+            found["phone"] = spec.column
+    return found
+
+
 def duplicate_contacts(repo: Repository) -> Finding:
-    """Live leads sharing an e-mail or a phone (reported, not repaired: people decide)."""
+    """Live rows sharing an e-mail or a phone (reported, not repaired: people decide)."""
     table = repo.table_sql
     key = repo.key_sql
+    normalise = {
+        "email": "lower(l.{col})",
+        "phone": "regexp_replace(l.{col}, '[^0-9+]', '', 'g')",
+    }
+    parts = []
+    for kind, column in contact_columns(repo).items():
+        col = '"' + column.replace('"', '""') + '"'
+        value = normalise[kind].format(col=col)
+        parts.append(
+            f"SELECT '{kind}' AS kind, {value} AS value, array_agg(l.{key} ORDER BY l.{key}) "
+            f"AS ids FROM {table} l LEFT JOIN reconcile.sync_state s ON s.table_key = :t "
+            f"AND s.airtable_record_id = l.{key} WHERE l.{col} IS NOT NULL "
+            "AND s.deleted_at IS NULL GROUP BY 2 HAVING count(*) > 1"
+        )
+    if not parts:
+        return Finding(True, 0, "no e-mail or phone column is mapped")
     rows = _rows(
         repo,
         "SELECT kind, value, ids, cardinality(ids) AS leads FROM ("
-        f"SELECT 'email' AS kind, lower(l.email) AS value, array_agg(l.{key} ORDER BY l.{key}) "
-        f"AS ids FROM {table} l LEFT JOIN reconcile.sync_state s ON s.table_key = :t "
-        f"AND s.airtable_record_id = l.{key} WHERE l.email IS NOT NULL AND s.deleted_at IS NULL "
-        "GROUP BY 2 HAVING count(*) > 1 UNION ALL "
-        f"SELECT 'phone', regexp_replace(l.phone, '[^0-9+]', '', 'g'), "
-        f"array_agg(l.{key} ORDER BY l.{key}) FROM {table} l LEFT JOIN reconcile.sync_state s "
-        f"ON s.table_key = :t AND s.airtable_record_id = l.{key} "
-        "WHERE l.phone IS NOT NULL AND s.deleted_at IS NULL GROUP BY 2 HAVING count(*) > 1"
-        ") d ORDER BY leads DESC LIMIT 100",
+        + " UNION ALL ".join(parts)
+        + ") d ORDER BY leads DESC LIMIT 100",
         {"t": repo.mapping.name},
     )
     for row in rows:

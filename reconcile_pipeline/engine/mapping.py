@@ -1,8 +1,9 @@
 """The declarative field mapping: one place that says what is synced, how, and who owns it.
 
-Adding a field or a table is a change here, not in the engine. Each field declares its Airtable
-name and type, its PostgreSQL column and type, its owner, whether it is required, and (for
-portal-owned fields) the conflict policy applied when both sides changed it since they agreed.
+Mappings come from the project file (`config/load.py`); tests may build them in code. Each
+field declares its Airtable field (id or name) and type, its PostgreSQL column and type, its
+owner, whether it is required, and (for portal-owned fields) the conflict policy applied when
+both sides changed it since they agreed.
 """
 
 from collections.abc import Mapping
@@ -95,10 +96,20 @@ class FieldSpec:
     policy: ConflictPolicy = ConflictPolicy.AIRTABLE_WINS
     max_length: int | None = None  # for text: longer values are quarantined, never truncated
     choices: frozenset[str] | None = None  # for selects: other options are quarantined
+    # Airtable's name, when `airtable_name` holds the field id (a project file's mapping):
+    # messages show it, API payloads use the id (renames in Airtable change nothing).
+    label: str | None = None
 
     @property
     def portal_owned(self) -> bool:
         return self.owner is Owner.PORTAL
+
+    @property
+    def display(self) -> str:
+        """The field as people know it: its name (and id when it is addressed by id)."""
+        if self.label and self.label != self.airtable_name:
+            return f"{self.label} ({self.airtable_name})"
+        return self.airtable_name
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,9 @@ class TableMapping:
     # again when it reappears. Never a mapped field (the sync owns it). None: not shown.
     soft_delete_column: str | None = None
     ignored_airtable_fields: frozenset[str] = field(default_factory=frozenset)
+    # True when fields are addressed by Airtable field id (records are requested keyed by id).
+    fields_by_id: bool = False
+    airtable_table_name: str | None = None  # Airtable's name of the table, for display
 
     def __post_init__(self) -> None:
         columns = [f.column for f in self.fields]
@@ -146,67 +160,3 @@ class TableMapping:
 
     def by_column(self) -> Mapping[str, FieldSpec]:
         return {f.column: f for f in self.fields}
-
-
-def _text(name: str, column: str, **kwargs) -> FieldSpec:
-    kwargs.setdefault("max_length", 255)
-    return FieldSpec(name, column, FieldKind.TEXT, **kwargs)
-
-
-STATUS_CHOICES = frozenset({"New", "Contacted", "Engaged", "Qualified", "Unqualified", "Customer"})
-PROCESSING_CHOICES = frozenset({"Queued", "Active", "Paused", "Completed", "Removed"})
-LEAD_SOURCE_CHOICES = frozenset(
-    {"Website Form", "Referral", "Cold Outreach", "Event", "Partner", "Ads"}
-)
-
-LEADS_MAPPING = TableMapping(
-    name="leads",
-    airtable_table="Leads",
-    postgres_table="leads",
-    modified_time_field="Last Modified",
-    fields=(
-        _text("Email", "email", required=True, max_length=254),
-        _text("First Name", "first_name"),
-        _text("Last Name", "last_name"),
-        _text("Phone", "phone", max_length=40),
-        _text("Company", "company"),
-        _text("Title", "title"),
-        FieldSpec("ICP Score", "icp_score", FieldKind.INTEGER),
-        FieldSpec("Status", "status", FieldKind.SELECT, choices=STATUS_CHOICES),
-        FieldSpec(
-            "Processing Status",
-            "processing_status",
-            FieldKind.SELECT,
-            owner=Owner.PORTAL,
-            choices=PROCESSING_CHOICES,
-        ),
-        _text("Campaign ID", "campaign_id", owner=Owner.PORTAL, max_length=64),
-        _text("Campaign Name", "campaign_name"),
-        FieldSpec("SMS Sequence Position", "sms_sequence_position", FieldKind.INTEGER),
-        FieldSpec("SMS Sent Count", "sms_sent_count", FieldKind.INTEGER),
-        FieldSpec("SMS Last Sent At", "sms_last_sent_at", FieldKind.DATETIME),
-        FieldSpec("Lead Source", "lead_source", FieldKind.SELECT, choices=LEAD_SOURCE_CHOICES),
-        _text("Form ID", "form_id", max_length=64),
-        FieldSpec("Booked", "booked", FieldKind.BOOLEAN),
-        FieldSpec("Booked At", "booked_at", FieldKind.DATETIME),
-        FieldSpec("SMS Stop", "sms_stop", FieldKind.BOOLEAN),
-        _text("Claimed By", "claimed_by", owner=Owner.PORTAL),
-        FieldSpec("Claimed At", "claimed_at", FieldKind.DATETIME, owner=Owner.PORTAL),
-        FieldSpec(
-            "Notes",
-            "notes",
-            FieldKind.TEXT,
-            owner=Owner.PORTAL,
-            policy=ConflictPolicy.MERGE_LINES,
-            max_length=100_000,
-        ),
-        _text("Client ID", "client_id", max_length=64),
-        FieldSpec("Tags", "tags", FieldKind.JSON),
-        FieldSpec("Attachments", "attachments", FieldKind.JSON),
-    ),
-    # The portal sees Airtable deletes here (DESIGN §3.7). Airtable's own "Is Active" checkbox is
-    # therefore not synced into it: one column cannot have two owners.
-    soft_delete_column="is_active",
-    # Fields we deliberately do not store (the coverage report lists them as not synced).
-    ignored_airtable_fields=frozenset({"Full Name", "Lead Number", "Created", "Is Active"}),
-)

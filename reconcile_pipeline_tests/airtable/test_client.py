@@ -242,7 +242,7 @@ def test_validate_fields_lists_every_problem_at_once(make_client: ClientFactory)
 
 @pytest.mark.parametrize(
     ("base_id", "table", "variable"),
-    [("appNoSuchBase0001", TABLE, "AIRTABLE_BASE_ID"), (BASE, "Contacts", "AIRTABLE_TABLE")],
+    [("appNoSuchBase0001", TABLE, "base_id"), (BASE, "Contacts", "airtable_table")],
 )
 def test_unknown_base_or_table_says_what_to_set(
     make_client: ClientFactory, base_id: str, table: str, variable: str

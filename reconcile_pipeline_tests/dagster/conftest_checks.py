@@ -40,11 +40,14 @@ class FastRetryAirtableResource(AirtableResource):
     max_retries: int = 2
     backoff_factor: float = 0.01
 
-    def _build_client(self, log: Any = None) -> AirtableClient:
+    def _build_client(
+        self, log: Any = None, table: str | None = None, fields_by_id: bool = False
+    ) -> AirtableClient:
         return AirtableClient(
             token=self.api_key,
             base_id=self.base_id,
-            table=self.table,
+            table=table or self.table or "",
+            fields_by_id=fields_by_id,
             endpoint_url=self.endpoint_url,
             requests_per_second=self.requests_per_second,
             timeout_seconds=self.timeout_seconds,
@@ -93,12 +96,15 @@ def materialize(resources: dict[str, Any], partition_key: str | None = None):
 
 
 def materialized(result) -> set[str]:
-    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    # Asset names without the table prefix (the demo project's one table, `leads/…`).
+    return {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
 
 
 def asset_metadata(result, asset: str) -> dict[str, Any]:
     event = next(
-        e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["leads", asset])
     )
     return {k: v.value for k, v in event.materialization.metadata.items()}
 

@@ -51,8 +51,7 @@ def test_a_failed_run_exits_1_with_its_id_error_and_where_to_see_it(
         tmp_path / "home",
         database_url,
         emulator.url,
-        emulator.token,
-        AIRTABLE_TABLE="NoSuchTable",
+        "patNotTheRightToken.0",  # every run fails: Airtable answers 401
     )
 
     done = run_reconcile_cli(["backfill", "--now", TICK], env)
@@ -65,4 +64,5 @@ def test_a_failed_run_exits_1_with_its_id_error_and_where_to_see_it(
         assert run.status == dg.DagsterRunStatus.FAILURE
         assert f"Window {window}: run {run.run_id} FAILED" in done.stdout
         assert f"See run {run.run_id} in the Dagster UI: `reconcile ui`" in done.stdout
-    assert "set AIRTABLE_TABLE to one of: Leads" in done.stdout
+    assert "set AIRTABLE_API_KEY to a valid personal access token" in done.stdout
+    assert "patNotTheRightToken" not in done.stdout + done.stderr

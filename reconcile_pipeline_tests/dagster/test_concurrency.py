@@ -21,7 +21,7 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 )
 
 from reconcile_pipeline.definitions import defs
-from reconcile_pipeline.defs.assets import BASE_POOL
+from reconcile_pipeline.defs.jobs import BASE_POOL
 from reconcile_pipeline.defs.schedules import DEFAULT_BASE_ID
 from reconcile_pipeline.instance import register_base_pool
 

@@ -17,7 +17,7 @@ import pytest
 
 from reconcile_pipeline.db.base_lock import sessions_on
 from reconcile_pipeline.defs.alert_resource import AlertWebhookResource
-from reconcile_pipeline.defs.assets import BASE_POOL
+from reconcile_pipeline.defs.jobs import BASE_POOL
 from reconcile_pipeline.defs.schedules import DEFAULT_BASE_ID
 from reconcile_pipeline.defs.sensors import (
     ALERT_RESOURCE_KEY,

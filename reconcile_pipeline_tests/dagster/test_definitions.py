@@ -9,10 +9,10 @@ def test_code_location_loads_assets_checks_jobs_schedules_and_sensors():
     repository = defs.get_repository_def()
 
     assert {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()} == {
-        "airtable_leads",
-        "postgres_leads",
-        "postgres_dirty_leads",
-        "airtable_push_results",
+        "leads/airtable_leads",
+        "leads/postgres_leads",
+        "leads/postgres_dirty_leads",
+        "leads/airtable_push_results",
     }
     check_names = {key.name for key in repository.asset_graph.asset_check_keys}
     assert {
@@ -31,5 +31,5 @@ def test_code_location_loads_assets_checks_jobs_schedules_and_sensors():
     assert repository.has_schedule_def("reconcile_schedule")
     assert repository.has_sensor_def("failed_check_alert_sensor")
     assert repository.has_sensor_def("reconcile_run_failure_alert")
-    policy = defs.resolve_assets_def("airtable_leads").backfill_policy
+    policy = defs.resolve_assets_def(dg.AssetKey(["leads", "airtable_leads"])).backfill_policy
     assert policy == dg.BackfillPolicy.single_run()

@@ -64,7 +64,9 @@ def materialize(resources, partition_key=None, tags=None, instance=None):
 def metadata(result, asset: str) -> dict:
     # A range run records one materialization per window, all with the same metadata.
     event = next(
-        e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["leads", asset])
     )
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
@@ -74,7 +76,7 @@ def check_results(result) -> dict[str, bool]:
 
 
 def materialized(result) -> set[str]:
-    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    return {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
 
 
 def portal_write(database_url, record_id: str, **values) -> None:
@@ -145,7 +147,7 @@ def test_a_72_window_range_is_one_run_with_one_airtable_query(emulator, resource
         windows = {
             e.partition
             for e in result.get_asset_materialization_events()
-            if e.asset_key == dg.AssetKey("airtable_leads")
+            if e.asset_key == dg.AssetKey(["leads", "airtable_leads"])
         }
 
     assert result.success
@@ -253,9 +255,9 @@ def test_sweep_and_full_reconcile_jobs_run_tagged_with_the_base_and_repair_drift
 
     assert sweep.success and full.success
     assert sweep.dagster_run.tags[BASE_TAG] == full.dagster_run.tags[BASE_TAG] == base_id_from_env()
-    assert output_metadata(sweep)["soft_deleted"] == 1
-    assert output_metadata(full)["drifted_records"] == 1
-    assert output_metadata(full)["drift_by_field"] == {"company": 1}
+    assert output_metadata(sweep)["leads/soft_deleted"] == 1
+    assert output_metadata(full)["leads/drifted_records"] == 1
+    assert output_metadata(full)["leads/drift_by_field"] == {"company": 1}
     with engine.connect() as conn:
         company = conn.execute(
             text("SELECT company FROM leads WHERE airtable_record_id = :r"), {"r": ids[1]}

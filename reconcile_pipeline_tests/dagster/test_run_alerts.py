@@ -22,7 +22,6 @@ from reconcile_pipeline.defs.alert_resource import AlertWebhookResource
 from reconcile_pipeline.defs.sensors import ALERT_RESOURCE_KEY, reconcile_run_failure_alert
 from reconcile_pipeline.emulator.server import run_emulator
 from reconcile_pipeline.launch import run_reconcile
-from reconcile_pipeline_tests.dagster.cli import BASE
 from reconcile_pipeline_tests.dagster.webhook import WebhookServer
 
 
@@ -30,9 +29,7 @@ from reconcile_pipeline_tests.dagster.webhook import WebhookServer
 def instance(monkeypatch, database_url, project_dagster_database):
     with run_emulator(rate_limit=0) as emulator:
         monkeypatch.setenv("DATABASE_URL", database_url)
-        monkeypatch.setenv("AIRTABLE_API_KEY", emulator.token)
-        monkeypatch.setenv("AIRTABLE_BASE_ID", BASE)
-        monkeypatch.setenv("AIRTABLE_TABLE", "NoSuchTable")  # every reconcile run fails
+        monkeypatch.setenv("AIRTABLE_API_KEY", "patNotTheRightToken.0")  # every run fails
         monkeypatch.setenv("AIRTABLE_ENDPOINT_URL", emulator.url)
         with dg.DagsterInstance.get() as instance:
             yield instance
@@ -88,8 +85,9 @@ def test_in_process_and_queued_runs_each_alert_exactly_once(instance, webhook) -
     assert "reconcile/base: appDemoLeads00001" in cli_alert
     # The clean message: the error's class and text, no module path, no traceback.
     assert (
-        "Step airtable_leads failed:\nAirtableConfigError: Airtable table 'NoSuchTable' was not "
-        "found in base appDemoLeads00001; set AIRTABLE_TABLE to one of: Leads" in cli_alert
+        "Step leads__airtable_leads failed:\nAirtableConfigError: Airtable rejected the API "
+        "token (401 AUTHENTICATION_REQUIRED): set AIRTABLE_API_KEY to a valid personal access "
+        "token." in cli_alert
     )
     for alert in (cli_alert, queued_alert):
         for noise in ("Traceback", "Stack Trace", 'File "', "reconcile_pipeline.airtable"):

@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
+from reconcile_pipeline.config.load import CONFIG_ENV, DEMO_FILE
+from reconcile_pipeline.defs import project
 from reconcile_pipeline.defs.partitions import reconcile_windows
 from reconcile_pipeline.defs.schedules import (
-    AIRTABLE_BASE_ID_ENV,
     BASE_TAG,
     DEFAULT_BASE_ID,
     RECONCILE_JOB_NAME,
@@ -63,18 +64,23 @@ def utc(hour: int, minute: int) -> datetime:
     ],
 )
 def test_each_tick_requests_the_windows_of_tick_and_tick_minus_15_min(
-    tick: datetime, windows: list[str], monkeypatch: pytest.MonkeyPatch
+    tick: datetime, windows: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    monkeypatch.setenv(AIRTABLE_BASE_ID_ENV, "appTestBase00042")
-
-    requests = evaluate(tick)
+    own = tmp_path / "reconcile.yaml"
+    own.write_text(DEMO_FILE.read_text().replace("appDemoLeads00001", "appTestBase000042"))
+    monkeypatch.setenv(CONFIG_ENV, str(own))
+    project.project.cache_clear()
+    try:
+        requests = evaluate(tick)
+    finally:
+        project.project.cache_clear()
 
     keys = [f"2026-03-02-{window}" for window in windows]
     assert [request.partition_key for request in requests] == keys
     tick_iso = tick.isoformat()
     assert [request.run_key for request in requests] == [f"{key}@{tick_iso}" for key in keys]
     for request in requests:
-        assert request.tags[BASE_TAG] == "appTestBase00042"
+        assert request.tags[BASE_TAG] == "appTestBase000042"
 
 
 def test_consecutive_ticks_requesting_one_window_have_distinct_run_keys() -> None:
@@ -87,12 +93,16 @@ def test_consecutive_ticks_requesting_one_window_have_distinct_run_keys() -> Non
     assert {r.run_key for r in first}.isdisjoint({r.run_key for r in second})
 
 
-def test_without_a_base_id_runs_are_tagged_with_the_demo_base(
-    monkeypatch: pytest.MonkeyPatch,
+def test_without_a_project_file_runs_are_tagged_with_the_demo_base(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    monkeypatch.delenv(AIRTABLE_BASE_ID_ENV, raising=False)
-
-    requests = evaluate(utc(10, 20))
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./reconcile.yaml: the demo's file
+    project.project.cache_clear()
+    try:
+        requests = evaluate(utc(10, 20))
+    finally:
+        project.project.cache_clear()
 
     assert {r.tags[BASE_TAG] for r in requests} == {DEFAULT_BASE_ID}
 

@@ -10,9 +10,9 @@ import pytest
 from reconcile_pipeline.airtable.client import AirtableClient
 from reconcile_pipeline.emulator.server import run_emulator
 from reconcile_pipeline.engine.context import RunContext
-from reconcile_pipeline.engine.mapping import LEADS_MAPPING
 from reconcile_pipeline.engine.repository import Repository
 from reconcile_pipeline.engine.stages import fetch_window, merge_snapshot, push_window
+from reconcile_pipeline_tests.mappings import LEADS_MAPPING
 
 BASE = "appDemoLeads00001"
 TABLE = "Leads"

@@ -4,7 +4,8 @@ of bad input named in the quarantine reason (DESIGN §3.5)."""
 import pytest
 
 from reconcile_pipeline.engine.convert import InvalidValue, from_airtable, record_values
-from reconcile_pipeline.engine.mapping import LEADS_MAPPING, FieldKind, FieldSpec
+from reconcile_pipeline.engine.mapping import FieldKind, FieldSpec
+from reconcile_pipeline_tests.mappings import LEADS_MAPPING
 
 TEXT = FieldSpec("Name", "name", FieldKind.TEXT, max_length=5)
 INT = FieldSpec("Score", "score", FieldKind.INTEGER)

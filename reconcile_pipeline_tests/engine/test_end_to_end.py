@@ -285,9 +285,9 @@ def test_a_batch_with_one_record_airtable_rejects_pushes_nine_and_quarantines_on
     the one record, which is quarantined; the nine others go out."""
     import dataclasses
 
-    from reconcile_pipeline.engine.mapping import LEADS_MAPPING
     from reconcile_pipeline.engine.repository import Repository
     from reconcile_pipeline_tests.engine.conftest import Reconciler
+    from reconcile_pipeline_tests.mappings import LEADS_MAPPING
 
     permissive = dataclasses.replace(
         LEADS_MAPPING,

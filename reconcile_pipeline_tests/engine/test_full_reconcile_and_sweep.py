@@ -9,11 +9,12 @@ from sqlalchemy import text
 
 from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.full_reconcile import full_reconcile
-from reconcile_pipeline.engine.mapping import LEADS_MAPPING, FieldKind, FieldSpec
+from reconcile_pipeline.engine.mapping import FieldKind, FieldSpec
 from reconcile_pipeline.engine.repository import Repository
 from reconcile_pipeline.engine.sweep import apply_deletions
 from reconcile_pipeline.engine.validate import MappingError, validate_postgres
 from reconcile_pipeline_tests.engine.conftest import BASE, TABLE
+from reconcile_pipeline_tests.mappings import LEADS_MAPPING
 
 
 def test_full_reconcile_reports_drift_per_field_and_repairs_it(

@@ -15,8 +15,8 @@ from sqlalchemy import text
 
 from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.convert import ascii_json
-from reconcile_pipeline.engine.mapping import LEADS_MAPPING
 from reconcile_pipeline.engine.pull import apply_records
+from reconcile_pipeline_tests.mappings import LEADS_MAPPING
 
 HOSTILE_TEXT = st.text(
     alphabet=st.characters(exclude_categories=()),  # surrogates and NUL included

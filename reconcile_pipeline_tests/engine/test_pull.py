@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import text
 
 from reconcile_pipeline.engine.context import RunContext
-from reconcile_pipeline.engine.mapping import LEADS_MAPPING
 from reconcile_pipeline.engine.pull import apply_records, pulled_values, store_snapshot
 from reconcile_pipeline.engine.repository import Repository
 from reconcile_pipeline_tests.engine.builders import airtable_record, record_id
+from reconcile_pipeline_tests.mappings import LEADS_MAPPING
 
 RUN = RunContext(run_id="test-run")
 

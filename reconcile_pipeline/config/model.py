@@ -1,0 +1,174 @@
+"""The typed schema of the project file.
+
+Clients (one Airtable base each, and the *name* of the environment variable holding its token),
+their synced tables (Airtable table id, PostgreSQL schema/table/key/soft-delete column) and the
+fields, keyed by Airtable field id (names are for display), so renames in Airtable change
+nothing. Unknown keys are errors: a typo must not silently fall back to a default.
+"""
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from reconcile_pipeline.engine.mapping import ConflictPolicy, FieldKind, Owner
+
+FIELD_ID = re.compile(r"^fld[A-Za-z0-9]{14}$")
+TABLE_ID = re.compile(r"^tbl[A-Za-z0-9]{14}$")
+BASE_ID = re.compile(r"^app[A-Za-z0-9]{14}$")
+KEY = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class FieldConfig(_Strict):
+    """One synced field, keyed in the file by its Airtable field id."""
+
+    name: str = Field(description="Airtable's name for the field (display only).")
+    column: str = Field(description="The PostgreSQL column it syncs with.")
+    type: FieldKind = Field(description="How values convert: text, integer, float, ...")
+    owner: Owner = Owner.AIRTABLE
+    policy: ConflictPolicy = ConflictPolicy.AIRTABLE_WINS
+    required: bool = False
+    max_length: int | None = Field(default=None, gt=0)
+    choices: list[str] | None = Field(
+        default=None,
+        description="Restrict a select to these options (default: the options Airtable's "
+        "schema has at run time).",
+    )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "FieldConfig":
+        if self.policy is ConflictPolicy.MERGE_LINES and self.type is not FieldKind.TEXT:
+            raise ValueError("policy merge_lines needs type text")
+        if self.policy is not ConflictPolicy.AIRTABLE_WINS and self.owner is not Owner.PORTAL:
+            raise ValueError(
+                "a conflict policy only applies to portal-owned fields (set owner: portal)"
+            )
+        if self.choices is not None and self.type is not FieldKind.SELECT:
+            raise ValueError("choices only apply to type select")
+        return self
+
+
+class PostgresTableConfig(_Strict):
+    schema_name: str = Field(default="public", alias="schema")
+    table: str
+    key_column: str = "airtable_record_id"
+    soft_delete_column: str | None = Field(
+        default=None,
+        description="A boolean column the sync sets false when the record is deleted in "
+        "Airtable and true when it reappears (e.g. is_active).",
+    )
+
+
+class TableConfig(_Strict):
+    """One synced table, keyed in the file by the name of its bookkeeping (e.g. `leads`)."""
+
+    airtable_table: str = Field(description="The tbl… id of the Airtable table.")
+    name: str | None = Field(default=None, description="Airtable's name (display only).")
+    postgres: PostgresTableConfig
+    modified_time_field: str | None = Field(
+        default=None,
+        description="The fld… id of a lastModifiedTime field: an older snapshot then never "
+        "overwrites a newer one.",
+    )
+    fields: dict[str, FieldConfig]
+    ignored_fields: list[str] = Field(
+        default_factory=list,
+        description="Airtable field ids deliberately not synced (coverage lists them apart).",
+    )
+
+    @field_validator("airtable_table")
+    @classmethod
+    def _table_id(cls, value: str) -> str:
+        if not TABLE_ID.match(value):
+            raise ValueError(f"{value!r} is not an Airtable table id (tbl followed by 14 letters)")
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _field_ids(cls, fields: dict[str, FieldConfig]) -> dict[str, FieldConfig]:
+        bad = [key for key in fields if not FIELD_ID.match(key)]
+        if bad:
+            raise ValueError(
+                f"fields are keyed by Airtable field id (fld followed by 14 letters), not {bad}"
+            )
+        if not fields:
+            raise ValueError("a table needs at least one field")
+        columns = [f.column for f in fields.values()]
+        doubled = sorted({c for c in columns if columns.count(c) > 1})
+        if doubled:
+            raise ValueError(f"columns mapped twice: {doubled}")
+        return fields
+
+    @model_validator(mode="after")
+    def _soft_delete_not_mapped(self) -> "TableConfig":
+        column = self.postgres.soft_delete_column
+        if column is not None and column in {f.column for f in self.fields.values()}:
+            raise ValueError(
+                f"soft_delete_column {column} is also a mapped field's column: the sync owns it"
+            )
+        if self.modified_time_field is not None and not FIELD_ID.match(self.modified_time_field):
+            raise ValueError("modified_time_field must be an Airtable field id (fld…)")
+        return self
+
+
+class ClientConfig(_Strict):
+    """One client: one Airtable base."""
+
+    name: str | None = None
+    base_id: str
+    token_env: str = Field(
+        default="AIRTABLE_API_KEY",
+        description="The NAME of the environment variable holding the base's token (never the "
+        "token itself).",
+    )
+    tables: dict[str, TableConfig]
+
+    @field_validator("base_id")
+    @classmethod
+    def _base_id(cls, value: str) -> str:
+        if not BASE_ID.match(value):
+            raise ValueError(f"{value!r} is not an Airtable base id (app followed by 14 letters)")
+        return value
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env(cls, value: str) -> str:
+        if value.startswith(("pat", "key")) and "." in value:
+            raise ValueError(
+                "token_env holds the NAME of an environment variable, never the token itself"
+            )
+        if not ENV_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not an environment variable name (e.g. AIRTABLE_API_KEY)"
+            )
+        return value
+
+    @field_validator("tables")
+    @classmethod
+    def _table_keys(cls, tables: dict[str, TableConfig]) -> dict[str, TableConfig]:
+        bad = [key for key in tables if not KEY.match(key)]
+        if bad:
+            raise ValueError(f"table keys must be lower_snake_case names, not {bad}")
+        if not tables:
+            raise ValueError("a client needs at least one table")
+        return tables
+
+
+class ProjectConfig(_Strict):
+    version: Literal[1] = 1
+    clients: dict[str, ClientConfig]
+
+    @field_validator("clients")
+    @classmethod
+    def _client_keys(cls, clients: dict[str, ClientConfig]) -> dict[str, ClientConfig]:
+        bad = [key for key in clients if not KEY.match(key)]
+        if bad:
+            raise ValueError(f"client keys must be lower_snake_case names, not {bad}")
+        if not clients:
+            raise ValueError("declare at least one client")
+        return clients
