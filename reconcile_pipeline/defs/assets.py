@@ -26,7 +26,7 @@ from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.frames import records_frame
 from reconcile_pipeline.engine.mapping import TableMapping
 from reconcile_pipeline.engine.stages import fetch_window, merge_snapshot, push_window
-from reconcile_pipeline.engine.validate import resolve_mapping, validate_mapping
+from reconcile_pipeline.engine.validate import MappingError, resolve_mapping, validate_mapping
 
 GROUP = "reconcile"
 OWNERS = ["team:revops-data"]
@@ -90,7 +90,10 @@ def build_table_assets(
         client = airtable.table_client(mapping)
         repo = postgres.repository(mapping)
         # Fails fast, naming every deleted or retyped field and what to change in the file.
-        coverage = validate_mapping(repo, client)
+        try:
+            coverage = validate_mapping(repo, client)
+        except MappingError as error:  # the clean message, not a wrapped traceback
+            raise dg.Failure(description=f"{key}: {error}") from None
         repo = postgres.repository(resolved(airtable))
         repo.register_tracked_columns()
         fetched = fetch_window(
