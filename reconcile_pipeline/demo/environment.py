@@ -1,8 +1,10 @@
 """The embedded default for Airtable: the emulator on the demo base, unless you set a token.
 
-With AIRTABLE_API_KEY set, the same code talks to your base (AIRTABLE_BASE_ID, AIRTABLE_TABLE,
-AIRTABLE_ENDPOINT_URL default to the real API); otherwise an emulator is started and the
-variables are exported pointing at it.
+With the project's token variable set (`token_env` in reconcile.yaml, AIRTABLE_API_KEY for the
+demo), the same code talks to the project's base (AIRTABLE_ENDPOINT_URL defaults to the real
+API); otherwise, for the demo project only, an emulator is started and the variables are
+exported pointing at it. A project file of your own without its token set is an error that says
+which variable to set.
 """
 
 import contextlib
@@ -35,21 +37,23 @@ class AirtableTarget:
 def airtable_target(port: int = 0, seed_count: int = DEMO_LEADS) -> Iterator[AirtableTarget]:
     """Export the AIRTABLE_* variables for this process and its children; start the emulator
     (on `port`, persisted under RECONCILE_HOME, seeded once) when no token is set."""
-    if os.environ.get("AIRTABLE_API_KEY"):
-        if not os.environ.get("AIRTABLE_BASE_ID"):
-            raise SystemExit(
-                "AIRTABLE_API_KEY is set but AIRTABLE_BASE_ID is not: set it to "
-                "your base id (app…)."
-            )
-        os.environ.setdefault("AIRTABLE_TABLE", DEMO_TABLE)
+    from reconcile_pipeline.config.load import load
+
+    project = load()
+    _, client = project.client()
+    first_table = next(iter(client.tables.values())).airtable_table
+    if os.environ.get(client.token_env):
         os.environ.setdefault("AIRTABLE_ENDPOINT_URL", "https://api.airtable.com")
         yield AirtableTarget(
-            os.environ["AIRTABLE_BASE_ID"],
-            os.environ["AIRTABLE_TABLE"],
-            os.environ["AIRTABLE_ENDPOINT_URL"],
-            None,
+            client.base_id, first_table, os.environ["AIRTABLE_ENDPOINT_URL"], None
         )
         return
+    if not project.is_demo:
+        raise SystemExit(
+            f"{client.token_env} is not set: set it to a personal access token for base "
+            f"{client.base_id} (the project file {project.path} names that variable). Without "
+            "a token only the demo project runs, on the embedded emulator."
+        )
     data = settings.reconcile_home() / "emulator.json"
     data.parent.mkdir(parents=True, exist_ok=True)
     # Rate limit on, as Airtable's: the demo shows that pacing keeps us under it.
@@ -62,14 +66,12 @@ def airtable_target(port: int = 0, seed_count: int = DEMO_LEADS) -> Iterator[Air
             logger.info("Seeded the emulator with %d demo leads", seed_count)
         os.environ.update(
             {
-                "AIRTABLE_API_KEY": emulator.token,
-                "AIRTABLE_BASE_ID": DEMO_BASE_ID,
-                "AIRTABLE_TABLE": DEMO_TABLE,
+                client.token_env: emulator.token,
                 "AIRTABLE_ENDPOINT_URL": emulator.url,
             }
         )
         try:
             yield AirtableTarget(DEMO_BASE_ID, DEMO_TABLE, emulator.url, emulator)
         finally:
-            for name in ("AIRTABLE_API_KEY", "AIRTABLE_ENDPOINT_URL"):
+            for name in (client.token_env, "AIRTABLE_ENDPOINT_URL"):
                 os.environ.pop(name, None)
