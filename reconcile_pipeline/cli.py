@@ -213,6 +213,111 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def _cmd_init(args: argparse.Namespace) -> int:
+    """Write a starter project file from a live Airtable base and a PostgreSQL table."""
+    import contextlib
+    from pathlib import Path
+
+    import requests
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    from reconcile_pipeline.airtable.client import DEFAULT_ENDPOINT, AirtableClient
+    from reconcile_pipeline.airtable.errors import translate_error
+    from reconcile_pipeline.config import init as starter
+    from reconcile_pipeline.config.load import CONFIG_ENV, DEFAULT_FILE, parse
+    from reconcile_pipeline.db.config import resolve_database_urls
+    from reconcile_pipeline.db.migrate import upgrade
+    from reconcile_pipeline.demo.environment import DEMO_BASE_ID
+    from reconcile_pipeline.emulator.server import run_emulator
+
+    output = Path(args.output)
+    try:
+        starter.check_arguments(args.base, args.token_env, args.client)
+        schema, table = starter.parse_postgres_table(args.postgres_table)
+        if output.exists() and not args.force:
+            raise starter.InitError(starter.refuse_overwrite_message(output))
+        if not output.parent.is_dir():
+            raise starter.InitError(f"--output {output}: directory {output.parent} does not exist.")
+        raw = os.environ.get(args.token_env)
+        with contextlib.ExitStack() as stack:
+            if raw is None or not raw.strip():
+                if args.base != DEMO_BASE_ID or args.token_env != TOKEN_ENV:
+                    raise starter.InitError(
+                        f"No Airtable token: set {args.token_env} to a personal access token "
+                        f"(pat…) with the schema.bases:read scope on base {args.base}."
+                    )
+                # The demo base without a token: the embedded emulator serves its schema.
+                emulator = stack.enter_context(run_emulator(rate_limit=5))
+                token, endpoint = emulator.token, emulator.url
+            else:
+                token = clean_token(raw, args.token_env)
+                endpoint = os.environ.get("AIRTABLE_ENDPOINT_URL", "").strip() or DEFAULT_ENDPOINT
+            client = AirtableClient(
+                token,
+                args.base,
+                args.table or args.base,
+                endpoint_url=endpoint,
+                max_retries=3,
+                backoff_factor=0.5,
+            )
+            stack.callback(client.close)
+            try:
+                base_name, tables = starter.read_airtable_base(client.api, args.base)
+            except requests.RequestException as exc:
+                error = translate_error(exc, secrets=(token, raw or token))
+                raise starter.InitError(
+                    starter.airtable_failure(error, args.base, args.token_env, endpoint)
+                ) from None
+        chosen = starter.AirtableTable.from_meta(
+            starter.choose_table(tables, args.table, args.base, table)
+        )
+        try:
+            urls = resolve_database_urls()
+            engine = create_engine(urls.app)
+        except Exception as exc:  # a malformed DATABASE_URL, an embedded server that won't start
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+            configured = settings.configured_database_url()
+            if configured:  # a parse error may quote the URL, password and all
+                reason = reason.replace(configured, f"${settings.DATABASE_URL_ENV}")
+            raise starter.InitError(
+                f"PostgreSQL is not usable ({reason}): set DATABASE_URL to your portal's "
+                "database (postgresql://user:password@host:5432/dbname)."
+            ) from None
+        try:
+            if urls.embedded:
+                upgrade(engine)  # the embedded default: the demo's public.leads
+            postgres = starter.read_postgres_table(engine, schema, table)
+        except (OperationalError, InterfaceError) as exc:  # could not connect
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise starter.InitError(
+                f"PostgreSQL at {url_tools.redact(urls.app)} could not be read ({reason}): "
+                "set DATABASE_URL to your portal's database."
+            ) from None
+        finally:
+            engine.dispose()
+        plan = starter.plan_starter(
+            base_id=args.base,
+            base_name=base_name,
+            airtable=chosen,
+            postgres=postgres,
+            token_env=args.token_env,
+            client_key=args.client,
+            key_column=args.key_column,
+        )
+        text = starter.render(plan)
+        parse(text, str(output))  # what is written loads as written
+        starter.write_file(output, text, args.force)
+    except starter.InitError as exc:
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return 2
+    for line in starter.coverage_report(plan):
+        print(line)
+    print(f"Wrote {output}.")
+    if output.resolve() != (Path.cwd() / DEFAULT_FILE).resolve():
+        print(f"The commands read ./{DEFAULT_FILE}; for this file set {CONFIG_ENV}={output}.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reconcile", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -273,6 +378,34 @@ def build_parser() -> argparse.ArgumentParser:
     conflict.add_argument("--value", help="JSON value for --choose custom, e.g. '\"ana\"'")
     conflict.add_argument("--limit", type=int, default=50)
     conflict.set_defaults(func=_cmd_conflicts)
+    init_command = commands.add_parser(
+        "init",
+        help="write a starter reconcile.yaml from a live Airtable base and a PostgreSQL table",
+    )
+    init_command.add_argument("--base", required=True, help="the app… id of the Airtable base")
+    init_command.add_argument(
+        "--table",
+        help="Airtable table name or tbl… id (default: the base's only table, or the one named "
+        "like the PostgreSQL table)",
+    )
+    init_command.add_argument(
+        "--postgres-table", required=True, metavar="SCHEMA.TABLE", help="e.g. public.leads"
+    )
+    init_command.add_argument(
+        "--key-column",
+        help="the text column holding the Airtable record id (default: airtable_record_id)",
+    )
+    init_command.add_argument(
+        "--client", help="the client's key in the file (default: from the base's name)"
+    )
+    init_command.add_argument(
+        "--token-env",
+        default=TOKEN_ENV,
+        help="the NAME of the variable holding the Airtable token (default: %(default)s)",
+    )
+    init_command.add_argument("--output", default="reconcile.yaml", help="default: %(default)s")
+    init_command.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init_command.set_defaults(func=_cmd_init)
     commands.add_parser("status", help="database, schema revision and sync counts").set_defaults(
         func=_cmd_status
     )
