@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install ui db-start db-stop lint bench clean
+.PHONY: demo test install ui db-start db-stop lint bench clean mutation
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=python3.11)")'
@@ -32,6 +32,21 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/emulator_throughput.py
 	$(BIN)/python benchmarks/reconcile_throughput.py
+
+# Mutation testing of reconcile_pipeline/engine/ and defs/checks.py (mutmut; not part of test or
+# CI). Narrow it with MUTATE=reconcile_pipeline/engine/merge.py (files, folders or mutmut name
+# globs, space-separated); MUTATION_MINUTES=30 stops it then (results are kept in mutants/,
+# git-ignored, and the next run resumes); see tools/mutation.py.
+MUTMUT_VERSION   ?= 3.8.1
+MUTATE           ?=
+MUTATION_JOBS    ?= 2
+MUTATION_MINUTES ?=
+
+mutation: $(STAMP)
+	@$(BIN)/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("mutmut") != "$(MUTMUT_VERSION)")' 2>/dev/null \
+		|| $(BIN)/python -m pip install --quiet 'mutmut==$(MUTMUT_VERSION)'
+	$(BIN)/python tools/mutation.py run --jobs $(MUTATION_JOBS) \
+		$(if $(MUTATION_MINUTES),--minutes $(MUTATION_MINUTES)) $(MUTATE)
 
 db-start: $(STAMP)
 	$(BIN)/reconcile db start
