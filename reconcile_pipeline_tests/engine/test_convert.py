@@ -64,3 +64,85 @@ def test_record_values_reports_every_problem_and_missing_required_field():
     assert values["booked"] is False
     assert {p.column for p in found} == {"email", "icp_score", "status"}
     assert "icp_score" not in values and values["first_name"] is None
+
+
+# -- boundaries and branches the mutation tester showed unchecked -------------------------------
+
+FLOAT = FieldSpec("Amount", "amount", FieldKind.FLOAT)
+TAGS = FieldSpec("Tags", "tags", FieldKind.JSON)
+REQUIRED = FieldSpec("Email", "email", FieldKind.TEXT, required=True, max_length=5)
+
+
+def test_integer_limits_are_inclusive():
+    from reconcile_pipeline.engine.convert import INT32_MAX, INT32_MIN
+
+    assert from_airtable(INT, INT32_MAX) == INT32_MAX
+    assert from_airtable(INT, INT32_MIN) == INT32_MIN
+    for outside in (INT32_MAX + 1, INT32_MIN - 1):
+        with pytest.raises(InvalidValue, match="out of range"):
+            from_airtable(INT, outside)
+
+
+def test_max_length_is_inclusive():
+    assert from_airtable(TEXT, "abcde") == "abcde"
+    with pytest.raises(InvalidValue, match="6 characters, longer than 5"):
+        from_airtable(TEXT, "abcdef")
+
+
+def test_checkbox_floats_and_json_values_are_pulled():
+    assert from_airtable(FLAG, True) is True
+    assert from_airtable(FLAG, False) is False
+    assert from_airtable(FLOAT, 2) == 2.0 and isinstance(from_airtable(FLOAT, 2), float)
+    assert from_airtable(TAGS, ["a", "b"]) == ["a", "b"]
+    with pytest.raises(InvalidValue):
+        from_airtable(TAGS, "a")
+    with pytest.raises(InvalidValue, match="NaN"):
+        from_airtable(TAGS, [float("nan")])
+
+
+def test_values_read_from_postgres_become_canonical():
+    import datetime as dt
+
+    from reconcile_pipeline.engine.convert import from_postgres
+
+    assert from_postgres(FLAG, None) is False
+    assert from_postgres(FLAG, True) is True
+    assert from_postgres(FLOAT, 3) == 3.0 and isinstance(from_postgres(FLOAT, 3), float)
+    assert from_postgres(DAY, dt.date(2024, 3, 1)) == "2024-03-01"
+    assert from_postgres(DAY, "2024-03-01T00:00:00") == "2024-03-01"
+    assert from_postgres(WHEN, "2024-03-01T12:00:00+02:00") == "2024-03-01T10:00:00Z"
+    assert from_postgres(WHEN, dt.datetime(2024, 3, 1, 10, 0, 5, 900)) == "2024-03-01T10:00:05Z"
+    assert from_postgres(TAGS, []) is None
+    assert from_postgres(TAGS, ["x"]) == ["x"]
+    assert from_postgres(TEXT, "") is None
+
+
+def test_format_datetime_treats_naive_as_utc_and_converts_offsets():
+    import datetime as dt
+
+    from reconcile_pipeline.engine.convert import format_datetime
+
+    assert format_datetime(dt.datetime(2024, 3, 1, 10, 0)) == "2024-03-01T10:00:00Z"
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    assert format_datetime(dt.datetime(2024, 3, 1, 12, 0, tzinfo=plus_two)) == (
+        "2024-03-01T10:00:00Z"
+    )
+
+
+def test_a_portal_value_is_checked_like_a_pulled_one_before_it_is_sent():
+    from reconcile_pipeline.engine.convert import portal_value_problem
+
+    assert portal_value_problem(REQUIRED, "ok") is None
+    assert "required" in portal_value_problem(REQUIRED, None)
+    assert "longer than 5" in portal_value_problem(REQUIRED, "toolong")
+    assert "unknown option" in portal_value_problem(SELECT, "Nope")
+    assert portal_value_problem(SELECT, "New") is None
+    assert portal_value_problem(FLAG, True) is None
+
+
+def test_dates_and_datetimes_out_of_range_are_reasons_not_crashes():
+    for raw in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "not a date"):
+        with pytest.raises(InvalidValue):
+            from_airtable(WHEN, raw)
+    with pytest.raises(InvalidValue):
+        from_airtable(DAY, "2024-02-30")

@@ -74,3 +74,13 @@ def test_merge_decision_table(base, airtable, portal, policy, action, postgres, 
 )
 def test_merge_lines(base, airtable, portal, expected):
     assert merge_lines(base, airtable, portal) == expected
+
+
+def test_merge_lines_keeps_airtable_deletions_and_adds_a_portal_line_once():
+    from reconcile_pipeline.engine.merge import merge_lines
+
+    # Airtable removed "b"; the portal still has it (unchanged since base): it stays removed.
+    assert merge_lines("a\nb", "a", "a\nb\nc") == "a\nc"
+    # Without a base, every portal line Airtable lacks is added, each once.
+    assert merge_lines(None, "a", "a\nb\nb") == "a\nb"
+    assert merge_lines(None, None, None) is None
