@@ -50,6 +50,10 @@ class FieldConfig(_Strict):
             )
         if self.choices is not None and self.type is not FieldKind.SELECT:
             raise ValueError("choices only apply to type select")
+        if self.type is FieldKind.ATTACHMENTS and self.owner is Owner.PORTAL:
+            raise ValueError(
+                "attachments are pulled only (owner: airtable): files are not pushed to Airtable"
+            )
         return self
 
 

@@ -174,6 +174,8 @@ def _from_airtable(field: FieldSpec, raw: Any) -> Any:
         if not isinstance(raw, str):
             raise InvalidValue(f"{field.display}: expected a date-time, got {_short(raw)}")
         return format_datetime(_parse_datetime(raw, field))
+    if kind is FieldKind.ATTACHMENTS:
+        return _attachments(field, raw)
     if kind is FieldKind.JSON:
         if not isinstance(raw, list | dict):
             raise InvalidValue(f"{field.display}: expected a list, got {_short(raw)}")
@@ -184,6 +186,24 @@ def _from_airtable(field: FieldSpec, raw: Any) -> Any:
             )
         return raw
     raise AssertionError(f"unhandled kind {kind}")
+
+
+ATTACHMENT_KEYS = ("id", "filename", "size", "type")
+
+
+def _attachments(field: FieldSpec, raw: Any) -> list[dict] | None:
+    """Airtable's attachments as stable `{id, filename, size, type}` objects: the `url` and
+    thumbnails Airtable returns expire after a few hours, so they are never stored."""
+    if not isinstance(raw, list):
+        raise InvalidValue(f"{field.display}: expected a list of attachments, got {_short(raw)}")
+    stable = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            raise InvalidValue(f"{field.display}: not an attachment: {_short(item)}")
+        stable.append({key: item[key] for key in ATTACHMENT_KEYS if key in item})
+    if not jsonb_safe(stable):
+        raise InvalidValue(f"{field.display}: holds a NUL byte, lone surrogate or NaN")
+    return stable or None
 
 
 def from_postgres(field: FieldSpec, value: Any) -> Any:
@@ -205,7 +225,7 @@ def from_postgres(field: FieldSpec, value: Any) -> Any:
         if isinstance(value, str):
             value = _parse_datetime(value, field)
         return format_datetime(value)
-    if kind is FieldKind.JSON:
+    if kind in (FieldKind.JSON, FieldKind.ATTACHMENTS):
         return value if value != [] else None
     raise AssertionError(f"unhandled kind {kind}")
 

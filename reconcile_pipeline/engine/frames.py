@@ -14,6 +14,7 @@ PANDAS_DTYPES: dict[FieldKind, str] = {
     FieldKind.DATE: "string",
     FieldKind.DATETIME: "datetime64[ns, UTC]",
     FieldKind.JSON: "object",
+    FieldKind.ATTACHMENTS: "object",
 }
 
 

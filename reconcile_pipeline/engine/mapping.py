@@ -32,6 +32,8 @@ class FieldKind(StrEnum):
     DATETIME = "datetime"
     SELECT = "select"
     JSON = "json"  # multipleSelects, linked records, attachments: stored as jsonb
+    # Attachments as stable [{id, filename, size, type}], never Airtable's expiring URLs.
+    ATTACHMENTS = "attachments"
 
 
 # Airtable types accepted for each kind (read-only computed types are Airtable-owned only).
@@ -57,6 +59,7 @@ AIRTABLE_TYPES: dict[FieldKind, frozenset[str]] = {
     FieldKind.JSON: frozenset(
         {"multipleSelects", "multipleRecordLinks", "multipleAttachments", "multipleLookupValues"}
     ),
+    FieldKind.ATTACHMENTS: frozenset({"multipleAttachments"}),
 }
 
 # PostgreSQL column types (information_schema.columns.data_type) accepted for each kind.
@@ -69,6 +72,7 @@ POSTGRES_TYPES: dict[FieldKind, frozenset[str]] = {
     FieldKind.DATETIME: frozenset({"timestamp with time zone"}),
     FieldKind.SELECT: frozenset({"text", "character varying"}),
     FieldKind.JSON: frozenset({"jsonb", "json"}),
+    FieldKind.ATTACHMENTS: frozenset({"jsonb", "json"}),
 }
 
 # The SQL type used to read staged JSON rows back into typed values (jsonb_to_recordset).
@@ -81,6 +85,7 @@ STAGING_SQL_TYPES: dict[FieldKind, str] = {
     FieldKind.DATETIME: "timestamptz",
     FieldKind.SELECT: "text",
     FieldKind.JSON: "jsonb",
+    FieldKind.ATTACHMENTS: "jsonb",
 }
 
 

@@ -130,3 +130,17 @@ def test_an_option_added_in_airtable_is_accepted(emulator, resources, database_u
     portal_write(database_url, rid, processing_status="Not An Option")
     held = materialize(resources, partition_key=now_key())
     assert metadata(held, "airtable_push_results")["held"] == 1
+
+
+def test_attachments_reach_postgres_without_their_expiring_urls(emulator, resources, database_url):
+    [rid] = emulator.seed_records(
+        BASE,
+        TABLE,
+        [lead_fields(1, Attachments=[{"url": "https://example.com/quote.pdf"}])],
+    )
+
+    assert materialize(resources, partition_key=now_key()).success
+
+    [stored] = column(database_url, rid, "attachments")
+    assert stored["id"].startswith("att") and "url" not in stored
+    assert "thumbnails" not in stored

@@ -146,3 +146,29 @@ def test_dates_and_datetimes_out_of_range_are_reasons_not_crashes():
             from_airtable(WHEN, raw)
     with pytest.raises(InvalidValue):
         from_airtable(DAY, "2024-02-30")
+
+
+def test_attachments_are_stored_as_stable_objects_never_the_expiring_url():
+    files = FieldSpec("Files", "files", FieldKind.ATTACHMENTS)
+    raw = [
+        {
+            "id": "attAAAAAAAAAAAAAA",
+            "url": "https://v5.airtableusercontent.com/expiring",
+            "filename": "quote.pdf",
+            "size": 1024,
+            "type": "application/pdf",
+            "thumbnails": {"small": {"url": "https://expiring"}},
+        }
+    ]
+
+    assert from_airtable(files, raw) == [
+        {
+            "id": "attAAAAAAAAAAAAAA",
+            "filename": "quote.pdf",
+            "size": 1024,
+            "type": "application/pdf",
+        }
+    ]
+    assert from_airtable(files, None) is None
+    with pytest.raises(InvalidValue, match="not an attachment"):
+        from_airtable(files, [{"url": "https://no-id"}])
