@@ -25,6 +25,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, event, text
 
 from reconcile_pipeline.airtable.client import AirtableClient
+from reconcile_pipeline.config.load import DEMO_FILE, load
 from reconcile_pipeline.db.embedded import EmbeddedPostgres
 from reconcile_pipeline.db.migrate import upgrade
 from reconcile_pipeline.demo.seed_data import demo_leads
@@ -33,7 +34,6 @@ from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.pull import apply_records
 from reconcile_pipeline.engine.repository import Repository
 from reconcile_pipeline.engine.stages import fetch_window, merge_snapshot, push_window
-from reconcile_pipeline.config.load import DEMO_FILE, load
 
 BASE, TABLE = "appDemoLeads00001", "Leads"
 # The demo project file's Leads table: fields addressed by Airtable field id.

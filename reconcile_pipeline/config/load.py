@@ -12,8 +12,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from reconcile_pipeline.config.model import ClientConfig, ProjectConfig, TableConfig
-from reconcile_pipeline.engine.mapping import FieldSpec, TableMapping
+from reconcile_pipeline.config.model import (
+    ClientConfig,
+    ProjectConfig,
+    TableConfig,
+    dependency_order,
+)
+from reconcile_pipeline.engine.mapping import FieldSpec, LinkTarget, TableMapping
 
 CONFIG_ENV = "RECONCILE_CONFIG"
 DEFAULT_FILE = "reconcile.yaml"
@@ -108,8 +113,18 @@ def load(explicit: str | os.PathLike | None = None) -> "Project":
     return Project(path=path, config=parse(path.read_text(encoding="utf-8"), str(path)))
 
 
-def table_mapping(key: str, table: TableConfig) -> TableMapping:
-    """The engine's mapping for one configured table: fields addressed by Airtable field id."""
+def table_mapping(
+    key: str, table: TableConfig, tables: dict[str, TableConfig] | None = None
+) -> TableMapping:
+    """The engine's mapping for one configured table: fields addressed by Airtable field id;
+    `tables` (the client's) locate the rows a link field points to."""
+
+    def target(name: str | None) -> LinkTarget | None:
+        if name is None or tables is None:
+            return None
+        linked = tables[name].postgres
+        return LinkTarget(linked.schema_name, linked.table, linked.key_column)
+
     return TableMapping(
         name=key,
         airtable_table=table.airtable_table,
@@ -131,6 +146,8 @@ def table_mapping(key: str, table: TableConfig) -> TableMapping:
                 policy=spec.policy,
                 max_length=spec.max_length,
                 choices=frozenset(spec.choices) if spec.choices is not None else None,
+                links_to=spec.links_to,
+                link_target=target(spec.links_to),
             )
             for field_id, spec in table.fields.items()
         ),
@@ -162,6 +179,9 @@ class Project:
         return key, clients[key]
 
     def mappings(self, client: str | None = None) -> list[TableMapping]:
-        """The client's tables as engine mappings, in the file's order."""
+        """The client's tables as engine mappings, each after the tables it links to."""
         _, declared = self.client(client)
-        return [table_mapping(key, table) for key, table in declared.tables.items()]
+        return [
+            table_mapping(key, declared.tables[key], declared.tables)
+            for key in dependency_order(declared.tables)
+        ]

@@ -39,6 +39,11 @@ class FieldConfig(_Strict):
         description="Restrict a select to these options (default: the options Airtable's "
         "schema has at run time).",
     )
+    links_to: str | None = Field(
+        default=None,
+        description="type link: the key of the synced table whose record it links to (synced "
+        "first; the link is stored as that row's key).",
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> "FieldConfig":
@@ -50,6 +55,10 @@ class FieldConfig(_Strict):
             )
         if self.choices is not None and self.type is not FieldKind.SELECT:
             raise ValueError("choices only apply to type select")
+        if (self.type is FieldKind.LINK) != (self.links_to is not None):
+            raise ValueError("type link needs links_to (a table key), and only links have one")
+        if self.type is FieldKind.LINK and self.owner is Owner.PORTAL:
+            raise ValueError("links are pulled only (owner: airtable) in this version")
         if self.type is FieldKind.ATTACHMENTS and self.owner is Owner.PORTAL:
             raise ValueError(
                 "attachments are pulled only (owner: airtable): files are not pushed to Airtable"
@@ -160,7 +169,37 @@ class ClientConfig(_Strict):
             raise ValueError(f"table keys must be lower_snake_case names, not {bad}")
         if not tables:
             raise ValueError("a client needs at least one table")
+        for key, table in tables.items():
+            for field_id, field in table.fields.items():
+                if field.links_to is not None and field.links_to not in tables:
+                    raise ValueError(
+                        f"{key}.fields.{field_id}.links_to: {field.links_to!r} is not a table "
+                        f"of this client ({', '.join(tables)})"
+                    )
+        dependency_order(tables)  # raises on a cycle
         return tables
+
+
+def dependency_order(tables: dict[str, "TableConfig"]) -> list[str]:
+    """Table keys, each after the tables it links to (the file's order otherwise)."""
+    done: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(key: str, path: tuple[str, ...]) -> None:
+        if key in done:
+            return
+        if key in visiting:
+            raise ValueError(f"links form a cycle: {' → '.join((*path, key))}")
+        visiting.add(key)
+        for field in tables[key].fields.values():
+            if field.links_to is not None and field.links_to != key:
+                visit(field.links_to, (*path, key))
+        visiting.discard(key)
+        done.append(key)
+
+    for key in tables:
+        visit(key, ())
+    return done
 
 
 class ProjectConfig(_Strict):

@@ -433,8 +433,29 @@ class Store:
                     )
             for record_id in record_ids:
                 del table.records[record_id]
+            self._unlink(table, set(record_ids))
             self.version += 1
             return [{"id": record_id, "deleted": True} for record_id in record_ids]
+
+    def _unlink(self, table: TableData, deleted: set[str]) -> None:
+        """As Airtable does: deleted records vanish from every link field pointing at their
+        table, and the linking records count as modified."""
+        now = utc_now()
+        for other in self._tables.values():
+            links = [
+                f.id
+                for f in other.schema.fields
+                if f.type == "multipleRecordLinks"
+                and (f.options or {}).get("linkedTableId") == table.schema.id
+            ]
+            if not links:
+                continue
+            for record in other.records.values():
+                for field_id in links:
+                    value = record.cells.get(field_id)
+                    if isinstance(value, list) and deleted.intersection(value):
+                        kept = [v for v in value if v not in deleted]
+                        self._apply(record, {field_id: kept or None}, False, now)
 
     def clear(self, base_id: str | None = None, table_key: str | None = None) -> int:
         """Delete every record (of one table, one base, or everything); returns the count."""

@@ -176,13 +176,20 @@ def _from_airtable(field: FieldSpec, raw: Any) -> Any:
         return format_datetime(_parse_datetime(raw, field))
     if kind is FieldKind.ATTACHMENTS:
         return _attachments(field, raw)
+    if kind is FieldKind.LINK:
+        if not isinstance(raw, list) or not all(isinstance(i, str) and i for i in raw):
+            raise InvalidValue(f"{field.display}: expected linked record ids, got {_short(raw)}")
+        if len(raw) > 1:
+            raise InvalidValue(
+                f"{field.display}: links to {len(raw)} records; its column holds one"
+            )
+        return _check_text(raw[0], field)
     if kind is FieldKind.JSON:
         if not isinstance(raw, list | dict):
             raise InvalidValue(f"{field.display}: expected a list, got {_short(raw)}")
         if not jsonb_safe(raw):
             raise InvalidValue(
-                f"{field.display}: holds a NUL byte, lone surrogate or NaN PostgreSQL "
-                "cannot store"
+                f"{field.display}: holds a NUL byte, lone surrogate or NaN PostgreSQL cannot store"
             )
         return raw
     raise AssertionError(f"unhandled kind {kind}")
@@ -213,7 +220,7 @@ def from_postgres(field: FieldSpec, value: Any) -> Any:
         return bool(value) if value is not None else False
     if value is None:
         return None
-    if kind in (FieldKind.TEXT, FieldKind.SELECT):
+    if kind in (FieldKind.TEXT, FieldKind.SELECT, FieldKind.LINK):
         return value or None
     if kind is FieldKind.INTEGER:
         return int(value)
@@ -234,6 +241,8 @@ def to_airtable(field: FieldSpec, canonical: Any) -> Any:
     """Canonical → the value PATCHed to Airtable (None clears a field)."""
     if field.kind is FieldKind.BOOLEAN:
         return bool(canonical)
+    if field.kind is FieldKind.LINK:
+        return [canonical] if canonical else []
     return canonical
 
 

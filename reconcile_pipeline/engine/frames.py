@@ -15,6 +15,7 @@ PANDAS_DTYPES: dict[FieldKind, str] = {
     FieldKind.DATETIME: "datetime64[ns, UTC]",
     FieldKind.JSON: "object",
     FieldKind.ATTACHMENTS: "object",
+    FieldKind.LINK: "string",
 }
 
 

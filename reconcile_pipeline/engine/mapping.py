@@ -34,6 +34,8 @@ class FieldKind(StrEnum):
     JSON = "json"  # multipleSelects, linked records, attachments: stored as jsonb
     # Attachments as stable [{id, filename, size, type}], never Airtable's expiring URLs.
     ATTACHMENTS = "attachments"
+    # A link to one record of another synced table, stored as that row's key (never a list).
+    LINK = "link"
 
 
 # Airtable types accepted for each kind (read-only computed types are Airtable-owned only).
@@ -60,6 +62,7 @@ AIRTABLE_TYPES: dict[FieldKind, frozenset[str]] = {
         {"multipleSelects", "multipleRecordLinks", "multipleAttachments", "multipleLookupValues"}
     ),
     FieldKind.ATTACHMENTS: frozenset({"multipleAttachments"}),
+    FieldKind.LINK: frozenset({"multipleRecordLinks"}),
 }
 
 # PostgreSQL column types (information_schema.columns.data_type) accepted for each kind.
@@ -73,6 +76,7 @@ POSTGRES_TYPES: dict[FieldKind, frozenset[str]] = {
     FieldKind.SELECT: frozenset({"text", "character varying"}),
     FieldKind.JSON: frozenset({"jsonb", "json"}),
     FieldKind.ATTACHMENTS: frozenset({"jsonb", "json"}),
+    FieldKind.LINK: frozenset({"text", "character varying"}),
 }
 
 # The SQL type used to read staged JSON rows back into typed values (jsonb_to_recordset).
@@ -86,7 +90,17 @@ STAGING_SQL_TYPES: dict[FieldKind, str] = {
     FieldKind.SELECT: "text",
     FieldKind.JSON: "jsonb",
     FieldKind.ATTACHMENTS: "jsonb",
+    FieldKind.LINK: "text",
 }
+
+
+@dataclass(frozen=True)
+class LinkTarget:
+    """Where a link field's linked rows live: their table and key column in PostgreSQL."""
+
+    schema: str
+    table: str
+    key_column: str
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,9 @@ class FieldSpec:
     # Airtable's name, when `airtable_name` holds the field id (a project file's mapping):
     # messages show it, API payloads use the id (renames in Airtable change nothing).
     label: str | None = None
+    # For links: the linked synced table (its key, and where its rows live in PostgreSQL).
+    links_to: str | None = None
+    link_target: "LinkTarget | None" = None
 
     @property
     def portal_owned(self) -> bool:
@@ -151,6 +168,10 @@ class TableMapping:
                 f"Mapping {self.name}: the soft-delete column {self.soft_delete_column} is also "
                 "a mapped field; the sync owns it: map the Airtable field elsewhere or not at all"
             )
+
+    @property
+    def link_fields(self) -> tuple[FieldSpec, ...]:
+        return tuple(f for f in self.fields if f.kind is FieldKind.LINK)
 
     @property
     def portal_fields(self) -> tuple[FieldSpec, ...]:

@@ -4,6 +4,7 @@ Re-running a window is safe: applying the same records again finds every value e
 nothing to the portal table and records no change (the merge base already equals Airtable).
 """
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
@@ -43,6 +44,7 @@ class PullResult:
     quarantined_fields: int = 0
     released: int = 0
     reverted: int = 0  # portal writes to Airtable-owned columns put back
+    links_resolved: int = 0  # held links whose linked record arrived
     echoes: int = 0
     duplicates_in_pull: int = 0
     stale_skipped: int = 0
@@ -66,6 +68,7 @@ class PullResult:
             "quarantined_fields": self.quarantined_fields,
             "released": self.released,
             "reverted": self.reverted,
+            "links_resolved": self.links_resolved,
             "echoes": self.echoes,
             "duplicates_in_pull": self.duplicates_in_pull,
             "stale_skipped": self.stale_skipped,
@@ -218,6 +221,15 @@ def _apply_batch(repo: Repository, records: list[dict], run: RunContext) -> Pull
 
     with repo.reconciler_transaction(dry_run=run.dry_run) as conn:
         result.transaction_ids.append(repo.transaction_id(conn))
+        held_links = _hold_unresolved_links(repo, conn, converted)
+        if held_links:
+            quarantine_rows.extend(held_links)
+            unresolved = {(q["record_id"], q["field"]) for q in held_links}
+            valid_fields = [pair for pair in valid_fields if pair not in unresolved]
+            already = {q["record_id"] for q in quarantine_rows[: -len(held_links)]}
+            result.quarantined += len({q["record_id"] for q in held_links} - already)
+            result.quarantined_fields += len(held_links)
+            result.quarantine_rows = quarantine_rows[:PREVIEW_LIMIT]
         ids = sorted(converted)
         leads = repo.lock_leads(conn, ids)
         states = repo.lock_states(conn, ids)
@@ -308,6 +320,81 @@ def _apply_batch(repo: Repository, records: list[dict], run: RunContext) -> Pull
     result.changes = history[:PREVIEW_LIMIT]
     result.conflict_rows = conflicts[:PREVIEW_LIMIT]
     return result
+
+
+def _hold_unresolved_links(repo: Repository, conn, converted: dict) -> list[dict]:
+    """Links to a record the linked table does not have yet: the field is held (retried every
+    run by `resolve_held_links`), the record's other fields sync."""
+    holds: list[dict] = []
+    for spec in repo.mapping.link_fields:
+        if spec.link_target is None:
+            continue
+        wanted = {
+            values[spec.column]
+            for values, _ in converted.values()
+            if values.get(spec.column) is not None
+        }
+        found = repo.existing_keys(conn, spec.link_target, sorted(wanted))
+        for record_id, (values, _) in converted.items():
+            linked = values.get(spec.column)
+            if linked is not None and linked not in found:
+                del values[spec.column]
+                holds.append(
+                    {
+                        "record_id": record_id,
+                        "field": spec.column,
+                        "reason": f"{spec.display}: links to {spec.links_to} record {linked}, "
+                        "not synced yet (retried every run)",
+                        "raw": [linked],
+                    }
+                )
+    return holds
+
+
+def resolve_held_links(repo: Repository, run: RunContext) -> int:
+    """Held links whose linked record has arrived since: written to their rows (audited as
+    `link_resolved`) and released. Returns how many."""
+    resolved = 0
+    for spec in repo.mapping.link_fields:
+        if spec.link_target is None:
+            continue
+        with repo.reconciler_transaction(dry_run=run.dry_run) as conn:
+            held = repo.held_values(conn, spec.column)
+            wanted: dict[str, str] = {}
+            for record_id, raw in held.items():
+                values, problems = record_values(
+                    dataclasses.replace(repo.mapping, fields=(spec,)),
+                    {spec.airtable_name: raw},
+                )
+                if not problems and values.get(spec.column) is not None:
+                    wanted[record_id] = values[spec.column]
+            found = repo.existing_keys(conn, spec.link_target, sorted(set(wanted.values())))
+            ready = {rid: key for rid, key in wanted.items() if key in found}
+            if not ready:
+                continue
+            current = repo.lock_leads(conn, sorted(ready))
+            rows = [{repo.mapping.key_column: rid, spec.column: key} for rid, key in ready.items()]
+            repo.update_leads(conn, rows)
+            repo.insert_history(
+                conn,
+                [
+                    {
+                        "record_id": rid,
+                        "field": spec.column,
+                        "old": current.get(rid, {}).get(spec.column),
+                        "new": key,
+                        "direction": AIRTABLE_TO_POSTGRES,
+                        "reason": "link_resolved",
+                    }
+                    for rid, key in ready.items()
+                ],
+                run,
+            )
+            repo.release_quarantine(conn, [(rid, spec.column) for rid in ready], "pull")
+            resolved += len(ready)
+    if resolved:
+        logger.info("Stage 1: %d held links resolved", resolved)
+    return resolved
 
 
 def _state_row(record_id, base, modified, created, *, bump, echo_pending) -> dict:

@@ -549,6 +549,37 @@ class Repository:
             )
         return records
 
+    # -- links between synced tables ------------------------------------------------------
+
+    @staticmethod
+    def existing_keys(conn: Connection, target: Any, keys: Sequence[str]) -> set[str]:
+        """The keys among `keys` that have a row in a link's target table."""
+        if not keys:
+            return set()
+        key = _quote(target.key_column)
+        return set(
+            conn.execute(
+                text(
+                    f"SELECT {key} FROM {_quote(target.schema)}.{_quote(target.table)} "
+                    f"WHERE {key} = ANY({_IDS_ARRAY})"
+                ),
+                {"ids": _json(sorted(set(keys)))},
+            ).scalars()
+        )
+
+    def held_values(self, conn: Connection, column: str) -> dict[str, Any]:
+        """Record id → the raw value held in pull quarantine for `column`."""
+        return dict(
+            conn.execute(
+                text(
+                    "SELECT airtable_record_id, raw_value FROM reconcile.quarantine "
+                    "WHERE table_key = :t AND direction = 'pull' AND field = :f "
+                    "AND released_at IS NULL"
+                ),
+                {"t": self.mapping.name, "f": column},
+            ).all()
+        )
+
     # -- coverage in time (DESIGN §3.6) ---------------------------------------------------
 
     def high_water_mark(self, conn: Connection | None = None) -> dt.datetime | None:

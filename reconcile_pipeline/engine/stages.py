@@ -17,6 +17,7 @@ from reconcile_pipeline.engine.pull import (
     apply_records,
     dedupe,
     readable,
+    resolve_held_links,
     store_snapshot,
 )
 from reconcile_pipeline.engine.push import PushResult, push_dirty
@@ -127,6 +128,7 @@ def merge_snapshot(repo: Repository, run: RunContext) -> PullResult:
         with repo.engine.connect() as conn:
             records = repo.snapshot_records(conn, run.run_id)
         result = apply_records(repo, records, run, store_snapshots=False)
+        result.links_resolved = resolve_held_links(repo, run)
         if not run.dry_run:
             with repo.reconciler_transaction() as conn:
                 result.high_water_mark = repo.commit_pull(conn, run)
