@@ -58,8 +58,33 @@ def _cmd_db_stop(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Migrations, then change capture for every table of the project file (DESIGN §3.2): its
+    trigger and tracked columns installed, triggers of tables the file dropped removed."""
+    from reconcile_pipeline.config.install import install_capture, project_mappings
+    from reconcile_pipeline.config.load import ConfigError, load
+
+    try:  # read the file before touching the database: a bad file changes nothing
+        project = load()
+        mappings = project_mappings(project)
+    except ConfigError as exc:
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return 2
     urls = prepare_environment()
     print(f"Schema of {url_tools.redact(urls.app)} at revision {head_revision()}.")
+    engine = create_engine(urls.app)
+    try:
+        report = install_capture(engine, mappings)
+    except ConfigError as exc:
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(f"Change capture for the tables of {project.path}:")
+    for line in report.lines():
+        print(f"  {line}")
+    if not report.ok:
+        print("reconcile: some tables could not be installed (see above).", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -334,9 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
         'DAGSTER_HOME: eval "$(reconcile db env)"',
     ).set_defaults(func=_cmd_db_env)
     db_commands.add_parser("stop", help="stop the embedded server").set_defaults(func=_cmd_db_stop)
-    db_commands.add_parser("upgrade", help="apply schema migrations (idempotent)").set_defaults(
-        func=_cmd_db_upgrade
-    )
+    db_commands.add_parser(
+        "upgrade",
+        help="apply schema migrations, then install change capture (trigger and tracked "
+        "columns) on every table of the project file (idempotent)",
+    ).set_defaults(func=_cmd_db_upgrade)
     commands.add_parser(
         "demo", help="set up the embedded default and run the demo reconcile"
     ).set_defaults(func=_cmd_demo)

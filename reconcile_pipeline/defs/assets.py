@@ -87,8 +87,17 @@ def build_table_assets(
         postgres: PostgresResource,
     ) -> dg.MaterializeResult:
         """Airtable records created or modified in the window (plus the overlap), snapshotted."""
+        from reconcile_pipeline.config.install import UPGRADE_HINT, capture_problems
+
         client = airtable.table_client(mapping)
         repo = postgres.repository(mapping)
+        # A table without its capture trigger would have its portal edits silently never
+        # pushed: the run refuses to start (DESIGN §3.2).
+        if problems := capture_problems(repo.engine, mapping):
+            raise dg.Failure(
+                description=f"{key}: {'; '.join(problems)}: {UPGRADE_HINT} to install it from "
+                "the project file; until then portal edits of this table are never pushed."
+            )
         # Fails fast, naming every deleted or retyped field and what to change in the file.
         try:
             coverage = validate_mapping(repo, client)
