@@ -343,6 +343,76 @@ def _cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor_marks() -> tuple[str, str]:
+    """✓ and ✗, or words where the terminal's encoding has no such characters."""
+    try:
+        "✓✗".encode(getattr(sys.stdout, "encoding", None) or "ascii")
+    except (LookupError, UnicodeEncodeError):
+        return "OK", "FAIL"
+    return "✓", "✗"
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    """Check everything a run needs, one line per check; exit 1 on any failure, 2 when the
+    project file stops it early. The same defaults as every command: the embedded PostgreSQL
+    without DATABASE_URL, the embedded Airtable emulator without AIRTABLE_API_KEY."""
+    import contextlib
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from reconcile_pipeline.config import doctor
+    from reconcile_pipeline.config.load import ConfigError, load
+    from reconcile_pipeline.demo.environment import airtable_target
+
+    marks = _doctor_marks()
+    try:
+        project = load()
+    except ConfigError as exc:
+        print(doctor.Check(False, "project file", str(exc)).line(marks))
+        return 2
+    try:
+        urls = prepare_environment(migrate=False)
+        database = doctor.Database(urls.app, urls.embedded)
+    except Exception as exc:  # a malformed DATABASE_URL, an embedded server that won't start
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        for name in (settings.DATABASE_URL_ENV, settings.DAGSTER_POSTGRES_URL_ENV):
+            if os.environ.get(name):  # a parse error may quote the URL, password and all
+                message = message.replace(os.environ[name], f"${name}")
+        message = message.rstrip(".")
+        if settings.configured_database_url():
+            error = (
+                f"DATABASE_URL is not usable ({message}): set it to a PostgreSQL URL "
+                "(postgresql://user:password@host:5432/dbname), or unset it to use the "
+                "embedded server"
+            )
+        else:
+            error = (
+                f"the embedded PostgreSQL did not start ({message}): set DATABASE_URL to "
+                "your PostgreSQL"
+            )
+        database = doctor.Database(None, error=error)
+    for client in project.config.clients.values():
+        if not (os.environ.get(client.token_env) or "").strip():
+            os.environ.pop(client.token_env, None)  # blank counts as unset, as for every command
+    failed = False
+    with contextlib.ExitStack() as stack:
+        emulator_url = None
+        # The demo project without its token: the embedded emulator answers, as for every
+        # command. A project of your own without its token is a ✗ line naming the variable.
+        if project.is_demo and project.client()[1].token_env not in os.environ:
+            emulator_url = stack.enter_context(airtable_target(seed_count=0)).endpoint_url
+        try:
+            for check in doctor.diagnose(project, database, os.environ, emulator_url):
+                print(check.line(marks), flush=True)
+                failed = failed or not check.ok
+        except SQLAlchemyError as exc:
+            lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            first = lines[0] if lines else type(exc).__name__
+            print(doctor.Check(False, "database", f"failed during the checks: {first}").line(marks))
+            failed = True
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reconcile", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -436,6 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("status", help="database, schema revision and sync counts").set_defaults(
         func=_cmd_status
     )
+    commands.add_parser(
+        "doctor",
+        help="check everything a run needs (project file, database, schema, capture triggers, "
+        "tokens, Airtable base, tables and fields), one line per check; exit 1 on any failure",
+    ).set_defaults(func=_cmd_doctor)
     return parser
 
 
