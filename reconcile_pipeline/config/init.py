@@ -64,7 +64,7 @@ _KINDS: dict[str, tuple[FieldKind, ...]] = {
     "singleSelect": (FieldKind.SELECT,),
     "multipleSelects": (FieldKind.JSON,),
     "multipleRecordLinks": (FieldKind.JSON,),
-    "multipleAttachments": (FieldKind.JSON,),
+    "multipleAttachments": (FieldKind.ATTACHMENTS,),
 }
 
 # Boolean columns that say "the record still exists in Airtable" (compared ignoring case and

@@ -288,8 +288,17 @@ def build_table_assets(
 
 
 def build_project_assets(table_mappings: list[TableMapping], base: str) -> list[TableAssets]:
-    """One set per table, in the file's order (links come with the linked tables' support)."""
-    return [build_table_assets(mapping, base) for mapping in table_mappings]
+    """One set per table, in dependency order: a table's merge depends on the merges of the
+    tables it links to, so a run syncs those first (visible in the asset graph)."""
+    built: dict[str, TableAssets] = {}
+    for mapping in table_mappings:
+        upstream = tuple(
+            built[spec.links_to].merged.key
+            for spec in mapping.link_fields
+            if spec.links_to in built and spec.links_to != mapping.name
+        )
+        built[mapping.name] = build_table_assets(mapping, base, upstream)
+    return list(built.values())
 
 
 project_tables = build_project_assets(mappings(), base_id())

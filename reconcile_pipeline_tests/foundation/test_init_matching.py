@@ -184,7 +184,7 @@ def test_no_similar_column_leaves_a_plain_comment() -> None:
         (af("X", "singleSelect"), "text", FieldKind.SELECT),
         (af("X", "multipleSelects"), "jsonb", FieldKind.JSON),
         (af("X", "multipleRecordLinks"), "jsonb", FieldKind.JSON),
-        (af("X", "multipleAttachments"), "json", FieldKind.JSON),
+        (af("X", "multipleAttachments"), "jsonb", FieldKind.ATTACHMENTS),
     ],
 )
 def test_type_from_airtable_checked_against_the_column(
