@@ -249,6 +249,7 @@ def window_drift(repo: Repository, run_id: str) -> Finding:
             ),
             {"t": repo.mapping.name, "run": run_id},
         ).all()
+        held = repo.held_fields(conn, "pull")
         snapshot_times = dict(
             conn.execute(
                 text(
@@ -285,7 +286,10 @@ def window_drift(repo: Repository, run_id: str) -> Finding:
         fields = [
             c
             for c, v in values.items()
-            if c in lead and lead[c] != v and not (pending and by_column[c].portal_owned)
+            if c in lead
+            and (rid, c) not in held
+            and lead[c] != v
+            and not (pending and by_column[c].portal_owned)
         ]
         for c in fields:
             drifted[c] = drifted.get(c, 0) + 1

@@ -207,9 +207,8 @@ def _apply_batch(repo: Repository, records: list[dict], run: RunContext) -> Pull
         valid_fields.extend((record["id"], column) for column in values)
         if not any(p.column == RECORD for p in problems):
             valid_fields.append((record["id"], RECORD))
-        result.quarantined += int(bool(problems))
-    result.quarantined_fields = len(quarantine_rows)
-    result.quarantine_rows = quarantine_rows[:PREVIEW_LIMIT]
+    applied: set[str] = set()  # records not skipped as stale: only they hold or release
+    push_released: list[tuple[str, str]] = []
 
     insert_rows: list[dict] = []
     update_rows: list[dict] = []
@@ -226,10 +225,6 @@ def _apply_batch(repo: Repository, records: list[dict], run: RunContext) -> Pull
             quarantine_rows.extend(held_links)
             unresolved = {(q["record_id"], q["field"]) for q in held_links}
             valid_fields = [pair for pair in valid_fields if pair not in unresolved]
-            already = {q["record_id"] for q in quarantine_rows[: -len(held_links)]}
-            result.quarantined += len({q["record_id"] for q in held_links} - already)
-            result.quarantined_fields += len(held_links)
-            result.quarantine_rows = quarantine_rows[:PREVIEW_LIMIT]
         ids = sorted(converted)
         leads = repo.lock_leads(conn, ids)
         states = repo.lock_states(conn, ids)
@@ -244,6 +239,7 @@ def _apply_batch(repo: Repository, records: list[dict], run: RunContext) -> Pull
             ):
                 result.stale_skipped += 1  # an older snapshot than one already applied
                 continue
+            applied.add(record_id)
             result.airtable_values[record_id] = values
             current = leads.get(record_id)
             created = parse_airtable_time(record.get("createdTime"))
@@ -276,6 +272,7 @@ def _apply_batch(repo: Repository, records: list[dict], run: RunContext) -> Pull
                 result.inserted += 1
                 continue
             outcome = _merge_lead(repo, record_id, values, current, state)
+            push_released.extend((record_id, column) for column in outcome["airtable_took"])
             history.extend(outcome["history"])
             conflicts.extend(outcome["conflicts"])
             result.conflicts += len(outcome["conflicts"])
@@ -313,10 +310,18 @@ def _apply_batch(repo: Repository, records: list[dict], run: RunContext) -> Pull
         repo.upsert_states(conn, state_rows)
         repo.touch_states(conn, touched)
         repo.show_soft_delete(conn, restored, deleted=False)
+        # A stale snapshot neither holds nor releases: it was not applied.
+        quarantine_rows = [q for q in quarantine_rows if q["record_id"] in applied]
+        valid_fields = [pair for pair in valid_fields if pair[0] in applied]
+        result.quarantined = len({q["record_id"] for q in quarantine_rows})
+        result.quarantined_fields = len(quarantine_rows)
+        result.quarantine_rows = quarantine_rows[:PREVIEW_LIMIT]
         repo.insert_history(conn, history, run)
         repo.insert_conflicts(conn, conflicts, run)
         repo.quarantine(conn, quarantine_rows, "pull", run)
         result.released = repo.release_quarantine(conn, valid_fields, "pull")
+        # A portal value held for push that Airtable's value has now replaced is gone.
+        repo.release_quarantine(conn, push_released, "push")
     result.changes = history[:PREVIEW_LIMIT]
     result.conflict_rows = conflicts[:PREVIEW_LIMIT]
     return result
@@ -424,6 +429,7 @@ def _merge_lead(
     conflicts: list[dict] = []
     needs_push = False
     reverted = 0
+    airtable_took: list[str] = []  # portal-owned columns that now hold Airtable's value
     for spec in repo.mapping.fields:
         column = spec.column
         if column not in airtable_values:
@@ -456,6 +462,7 @@ def _merge_lead(
         )
         if merged.postgres_value != portal:
             changed[column] = merged.postgres_value
+            airtable_took.append(column)
             history.append(
                 {
                     "record_id": record_id,
@@ -490,6 +497,7 @@ def _merge_lead(
         "conflicts": conflicts,
         "echo": echo,
         "reverted": reverted,
+        "airtable_took": airtable_took,
         "bump": bump,
         "state_changed": new_base != base_values
         or bump > 0

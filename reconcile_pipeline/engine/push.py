@@ -318,7 +318,11 @@ def _apply_postgres_side(
     """Write Airtable-won values (and reverts of portal writes to Airtable-owned columns) into
     PostgreSQL, only where the portal has not written since the read (compare-and-set on both
     counters). Records conflicts and holds. Returns the record ids whose counters moved."""
-    states = repo.lock_states(conn, sorted(p.lead.record_id for p in plans))
+    ids = sorted(p.lead.record_id for p in plans)
+    # Lead rows first, then sync state: the order a portal UPDATE (and its capture trigger)
+    # takes them, so the two never wait on each other in a cycle (DESIGN §3.4).
+    repo.lock_leads(conn, ids)
+    states = repo.lock_states(conn, ids)
     moved = {
         p.lead.record_id
         for p in plans
@@ -344,6 +348,8 @@ def _apply_postgres_side(
         )
         if rid in moved:
             continue
+        if not plan.error:
+            releases.append((rid, RECORD))  # a record Airtable rejected, settled since
         conflicts.extend(plan.conflicts)
         if plan.postgres_writes:
             rows.append({repo.mapping.key_column: rid, **plan.postgres_writes})

@@ -216,6 +216,12 @@ def test_a_link_to_a_campaign_not_synced_yet_is_held_then_resolved(own_base, set
 
     assert held.success
     assert rows(engine, "SELECT email, campaign_ref FROM prospects") == [("bo@example.com", None)]
+    drift = [
+        e
+        for e in held.get_asset_check_evaluations()
+        if e.check_name == "no_drift_in_window" and e.asset_key.path[0] == "prospects"
+    ]
+    assert [e.passed for e in drift] == [True]  # a held link is quarantine, not drift
     [(field, reason)] = rows(
         engine,
         "SELECT field, reason FROM reconcile.quarantine WHERE released_at IS NULL",

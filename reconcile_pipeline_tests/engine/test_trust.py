@@ -636,3 +636,103 @@ def test_e_a_closed_window_pushes_every_lead_dirty_as_of_its_end_and_no_later_ed
     assert airtable_fields(emulator, before)["Claimed By"] == "early"
     assert "Claimed By" not in airtable_fields(emulator, after)
     assert repo.count_dirty() == 1  # the later edit waits for a window that contains it
+
+
+# -- found in review ---------------------------------------------------------------------------
+
+
+def open_holds(engine, direction: str) -> list:
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT airtable_record_id, field FROM reconcile.quarantine "
+                "WHERE released_at IS NULL AND direction = :d"
+            ),
+            {"d": direction},
+        ).all()
+
+
+def test_a_record_airtable_rejected_is_released_once_the_portal_settles_it(
+    emulator, engine, client
+):
+    import dataclasses
+
+    from reconcile_pipeline.engine.repository import Repository
+    from reconcile_pipeline_tests.engine.conftest import Reconciler
+    from reconcile_pipeline_tests.mappings import LEADS_MAPPING
+
+    permissive = dataclasses.replace(
+        LEADS_MAPPING,
+        fields=tuple(
+            dataclasses.replace(f, choices=None) if f.column == "processing_status" else f
+            for f in LEADS_MAPPING.fields
+        ),
+    )
+    repo = Repository(engine, permissive)
+    repo.register_tracked_columns()
+    reconcile = Reconciler(repo, client)
+    rid = seed(emulator)
+    reconcile()
+    portal_write(engine, rid, processing_status="Not An Option")  # Airtable answers 422
+    reconcile()
+    assert open_holds(engine, "push") == [(rid, "*")]
+
+    portal_write(engine, rid, processing_status="Active")  # the portal puts it back
+    reconcile()
+
+    assert open_holds(engine, "push") == []
+
+
+def test_a_stale_snapshot_neither_holds_nor_releases(engine, repo):
+    from reconcile_pipeline.engine.pull import apply_records
+    from reconcile_pipeline_tests.engine.builders import airtable_record, record_id
+
+    held_rid, clean_rid = record_id(300), record_id(301)
+    t = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
+    run = RunContext(run_id="stale")
+    apply_records(repo, [airtable_record(held_rid, ICP_Score="high", modified=t)], run)
+    apply_records(repo, [airtable_record(clean_rid, ICP_Score=80, modified=t)], run)
+    assert open_holds(engine, "pull") == [(held_rid, "icp_score")]
+
+    # Older snapshots, listed earlier and merged later: skipped, and they change no hold.
+    older = t - dt.timedelta(minutes=5)
+    result = apply_records(
+        repo,
+        [
+            airtable_record(held_rid, ICP_Score=50, modified=older),
+            airtable_record(clean_rid, ICP_Score="bad", modified=older),
+        ],
+        run,
+    )
+
+    assert (result.stale_skipped, result.released, result.quarantined) == (2, 0, 0)
+    assert open_holds(engine, "pull") == [(held_rid, "icp_score")]
+
+
+def test_pull_continuity_reports_a_hole_between_committed_pulls(engine, repo):
+    now_ = now()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO reconcile.pull_coverage (table_key, run_id, pull_start, pull_end, "
+                "committed_at) VALUES ('leads', 'a', :s1, :e1, now()), "
+                "('leads', 'b', :s2, :e2, now())"
+            ),
+            {
+                "s1": now_ - dt.timedelta(hours=3),
+                "e1": now_ - dt.timedelta(hours=2),
+                "s2": now_ - dt.timedelta(hours=1),
+                "e2": now_,
+            },
+        )
+        conn.execute(
+            text("INSERT INTO reconcile.high_water_marks (table_key, mark) VALUES ('leads', :m)"),
+            {"m": now_},
+        )
+
+    finding = invariants.pull_continuity(
+        repo, max_lag=dt.timedelta(minutes=45), horizon=dt.timedelta(days=7)
+    )
+
+    assert not finding.passed and finding.count == 1
+    assert finding.examples[0]["minutes"] == 60.0
