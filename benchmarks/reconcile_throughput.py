@@ -37,7 +37,7 @@ from reconcile_pipeline.engine.stages import fetch_window, merge_snapshot, push_
 
 BASE, TABLE = "appDemoLeads00001", "Leads"
 # The demo project file's Leads table: fields addressed by Airtable field id.
-LEADS_MAPPING = load(DEMO_FILE).mappings()[0]
+LEADS_MAPPING = next(m for m in load(DEMO_FILE).mappings() if m.name == "leads")
 RATE = 5.0
 TARGET_REQUESTS, TARGET_WALL, TARGET_ROWS = 1.05, 1.10, 50_000
 

@@ -42,6 +42,7 @@ def prepare_environment(start_embedded: bool = True, migrate: bool = True) -> Da
     urls = resolve_database_urls(start_embedded=start_embedded)
     if migrate:
         upgrade(urls.app)
+        _demo_portal(urls.app)
     os.environ[settings.DATABASE_URL_ENV] = urls.app
     os.environ[settings.DAGSTER_POSTGRES_URL_ENV] = urls.dagster
     if not os.environ.get("DAGSTER_HOME"):
@@ -50,6 +51,25 @@ def prepare_environment(start_embedded: bool = True, migrate: bool = True) -> Da
         shutil.copyfile(instance_yaml(), home / "dagster.yaml")
         os.environ["DAGSTER_HOME"] = str(home)
     return urls
+
+
+def _demo_portal(url: str) -> None:
+    """The demo portal's second table, when the active project file is the shipped demo."""
+    from sqlalchemy import create_engine
+
+    from reconcile_pipeline.config.load import ConfigError, load
+    from reconcile_pipeline.demo.portal_schema import ensure_demo_portal
+
+    try:
+        is_demo = load().is_demo
+    except ConfigError:
+        return  # a bad project file is reported by the command that reads it
+    if is_demo:
+        engine = create_engine(url)
+        try:
+            ensure_demo_portal(engine)
+        finally:
+            engine.dispose()
 
 
 def register_base_pool(pool: str | None = None) -> bool:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine, make_url
 from reconcile_pipeline.db import urls
 from reconcile_pipeline.db.embedded import EmbeddedPostgres
 from reconcile_pipeline.db.migrate import upgrade
+from reconcile_pipeline.demo.portal_schema import ensure_demo_portal
 from reconcile_pipeline.instance import instance_yaml
 
 TEMPLATE_DB = "reconcile_test_template"
@@ -79,6 +80,7 @@ def migrated_template(postgres_server: PostgresServerForTests) -> Iterator[str]:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE_DB)))
     engine = create_engine(postgres_server.url(TEMPLATE_DB))
     upgrade(engine)
+    ensure_demo_portal(engine)  # the demo project's campaigns table (tests run the demo)
     engine.dispose()
     yield TEMPLATE_DB
     postgres_server.drop_database(TEMPLATE_DB)

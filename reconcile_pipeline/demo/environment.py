@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from reconcile_pipeline import settings
-from reconcile_pipeline.demo.seed_data import demo_leads
+from reconcile_pipeline.demo.seed_data import demo_campaigns, demo_leads
 from reconcile_pipeline.emulator.server import run_emulator
 
 logger = logging.getLogger(__name__)
 
 DEMO_BASE_ID = "appDemoLeads00001"
 DEMO_TABLE = "Leads"
+DEMO_CAMPAIGNS_TABLE = "Campaigns"
 DEMO_LEADS = 3000
 
 
@@ -59,11 +60,26 @@ def airtable_target(port: int = 0, seed_count: int = DEMO_LEADS) -> Iterator[Air
     # Rate limit on, as Airtable's: the demo shows that pacing keeps us under it.
     with run_emulator(rate_limit=5, data_path=data, port=port) as emulator:
         if not emulator.all_records(DEMO_BASE_ID, DEMO_TABLE):
-            leads, created, modified = demo_leads(seed_count, dt.datetime.now(dt.UTC))
+            now = dt.datetime.now(dt.UTC)
+            leads, created, modified = demo_leads(seed_count, now)
+            campaign_ids = emulator.seed_records(
+                DEMO_BASE_ID,
+                DEMO_CAMPAIGNS_TABLE,
+                [campaign for _, campaign in demo_campaigns()],
+                created_time=min(created, default=now),
+            )
+            # Each lead links to its campaign record (the demo's second, linked table).
+            by_key = dict(zip((key for key, _ in demo_campaigns()), campaign_ids, strict=True))
+            for lead in leads:
+                lead["Campaign"] = [by_key[lead["Campaign ID"]]]
             emulator.seed_records(
                 DEMO_BASE_ID, DEMO_TABLE, leads, created_time=created, modified_time=modified
             )
-            logger.info("Seeded the emulator with %d demo leads", seed_count)
+            logger.info(
+                "Seeded the emulator with %d demo leads in %d campaigns",
+                seed_count,
+                len(campaign_ids),
+            )
         os.environ.update(
             {
                 client.token_env: emulator.token,

@@ -95,6 +95,17 @@ def lead_fields(rng: random.Random, n: int) -> dict:
     return fields
 
 
+CHANNELS = {"cmp-spring": "SMS", "cmp-reengage": "Email", "cmp-webinar": "Email"}
+
+
+def demo_campaigns() -> list[tuple[str, dict]]:
+    """(campaign key, Airtable fields) of the demo's campaigns (the Campaigns table)."""
+    return [
+        (key, {"Name": name, "Channel": CHANNELS[key], "Campaign Status": "Active"})
+        for key, name in CAMPAIGNS
+    ]
+
+
 def demo_leads(count: int, now: dt.datetime, seed: int = 7) -> tuple[list[dict], list, list]:
     """`count` leads with created/modified times: most spread over the last 24 hours, a tenth
     within the last half hour (so the current windows have work too)."""

@@ -308,4 +308,4 @@ def test_metadata_api_parses_with_pyairtable_models(emulator: Emulator) -> None:
     assert leads.id == "tblLeads000000001"
     assert leads.primary_field_id == "fld84add5b2952787"
     assert leads.field("Status").type == "singleSelect"
-    assert len(leads.fields) == 30
+    assert len(leads.fields) == 31

@@ -128,7 +128,7 @@ def test_renamed_table_keeps_its_id_and_answers_by_its_new_name(
 
     meta = admin.rename_table(BASE, TABLE, "Prospects")
     assert (meta["id"], meta["name"]) == (TABLE_ID, "Prospects")
-    assert [(t["id"], t["name"]) for t in meta_tables(api)] == [(TABLE_ID, "Prospects")]
+    assert (TABLE_ID, "Prospects") in [(t["id"], t["name"]) for t in meta_tables(api)]
 
     assert api.table(BASE, "Prospects").get(record_id)["fields"]["Email"] == "ada@example.com"
     assert [r["id"] for r in api.table(BASE, TABLE_ID).all()] == [record_id]
@@ -146,7 +146,7 @@ def test_deleted_field_disappears_from_metadata_records_and_writes(
     record_id = table.create(lead(Notes="keep?"))["id"]
 
     assert admin.delete_field(BASE, TABLE, "Notes") == {"id": NOTES_ID, "deleted": True}
-    [meta] = meta_tables(api)
+    [meta] = [t for t in meta_tables(api) if t["id"] == TABLE_ID]
     assert NOTES_ID not in {f["id"] for f in meta["fields"]}
     assert "Notes" not in table.get(record_id)["fields"]
     with pytest.raises(requests.HTTPError) as excinfo:

@@ -96,8 +96,12 @@ def materialize(resources: dict[str, Any], partition_key: str | None = None):
 
 
 def materialized(result) -> set[str]:
-    # Asset names without the table prefix (the demo project's one table, `leads/…`).
-    return {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+    # The leads table's asset names, without the table prefix (`leads/…`).
+    return {
+        e.asset_key.path[-1]
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[0] == "leads"
+    }
 
 
 def asset_metadata(result, asset: str) -> dict[str, Any]:
@@ -110,8 +114,13 @@ def asset_metadata(result, asset: str) -> dict[str, Any]:
 
 
 def evaluation(result, check_name: str):
-    """The run's evaluation of one check (a check that did not run is a test failure)."""
-    found = [e for e in result.get_asset_check_evaluations() if e.check_name == check_name]
+    """The run's evaluation of one check of the leads table (a check that did not run is a
+    test failure)."""
+    found = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == check_name and e.asset_key.path[0] == "leads"
+    ]
     names = sorted(e.check_name for e in result.get_asset_check_evaluations())
     assert len(found) == 1, f"{check_name} evaluated {len(found)} times; evaluated: {names}"
     return found[0]
@@ -136,7 +145,12 @@ def offenders(metadata: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def passed_checks(result) -> dict[str, bool]:
-    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    """The leads table's checks by name (the demo's campaigns table has the same ones)."""
+    return {
+        e.check_name: e.passed
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.path[0] == "leads"
+    }
 
 
 # -- the Airtable side ----------------------------------------------------------------------

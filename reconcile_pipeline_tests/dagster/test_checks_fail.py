@@ -105,7 +105,8 @@ def test_no_echo_marked_dirty_fails_when_the_capture_trigger_ignores_the_origin_
     with engine.connect() as conn:
         merge_transactions = conn.execute(
             text(
-                "SELECT transaction_ids FROM reconcile.runs WHERE run_id = :run AND stage = 'pull'"
+                "SELECT transaction_ids FROM reconcile.runs WHERE run_id = :run "
+                "AND stage = 'pull' AND table_key = 'leads'"
             ),
             {"run": result.run_id},
         ).scalar_one()

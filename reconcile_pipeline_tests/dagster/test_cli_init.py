@@ -311,8 +311,10 @@ def test_init_on_the_embedded_demo_matches_the_shipped_project_file(
     _, ours = load(output).client("demo")
     _, shipped = load(DEMO_FILE).client("demo")
     mine, theirs = ours.tables["leads"], shipped.tables["leads"]
+    # A link names the table it links to, which init of one table cannot know: the shipped
+    # file's `campaign_ref` link is added by hand (init reports the column as unmapped).
     assert {i: (f.column, f.type) for i, f in mine.fields.items()} == {
-        i: (f.column, f.type) for i, f in theirs.fields.items()
+        i: (f.column, f.type) for i, f in theirs.fields.items() if f.type is not FieldKind.LINK
     }
     assert sorted(mine.ignored_fields) == sorted(theirs.ignored_fields)
     assert mine.modified_time_field == theirs.modified_time_field

@@ -13,6 +13,11 @@ def test_code_location_loads_assets_checks_jobs_schedules_and_sensors():
         "leads/postgres_leads",
         "leads/postgres_dirty_leads",
         "leads/airtable_push_results",
+        # The demo's second table, linked from leads: synced first.
+        "campaigns/airtable_campaigns",
+        "campaigns/postgres_campaigns",
+        "campaigns/postgres_dirty_campaigns",
+        "campaigns/airtable_push_results",
     }
     check_names = {key.name for key in repository.asset_graph.asset_check_keys}
     assert {

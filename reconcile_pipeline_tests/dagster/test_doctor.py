@@ -55,7 +55,7 @@ def test_a_healthy_setup_prints_only_checks_that_hold_and_exits_0(env, emulator)
     lines = done.stdout.splitlines()
     assert lines and all(line.startswith("✓ ") for line in lines), done.stdout
     out = done.stdout
-    assert f"✓ project file: {DEMO_FILE} is valid: 1 client, 1 table" in out
+    assert f"✓ project file: {DEMO_FILE} is valid: 1 client, 2 tables" in out
     assert "is reachable (DATABASE_URL)" in out
     assert "✓ schema: at revision" in out
     assert "key column airtable_record_id is unique (unique index" in out
@@ -66,7 +66,7 @@ def test_a_healthy_setup_prints_only_checks_that_hold_and_exits_0(env, emulator)
     assert f"✓ client demo: Airtable ({emulator.url}) accepts the token" in out
     assert f"✓ client demo: base {BASE} (Demo Sales Portal) is reachable" in out
     assert "✓ leads (Airtable): table Leads (tblLeads000000001) is readable" in out
-    assert "✓ leads (Airtable): all 25 mapped fields present with compatible types" in out
+    assert "✓ leads (Airtable): all 26 mapped fields present with compatible types" in out
     assert emulator.token not in out + done.stderr
 
 
@@ -77,7 +77,7 @@ def test_without_a_token_the_demo_is_checked_against_the_embedded_emulator(env):
     assert "✓ client demo: AIRTABLE_API_KEY is not set: the embedded Airtable emulator" in (
         done.stdout
     )
-    assert "✓ leads (Airtable): all 25 mapped fields present" in done.stdout
+    assert "✓ leads (Airtable): all 26 mapped fields present" in done.stdout
 
 
 def test_a_missing_capture_trigger_is_a_failure_that_says_run_db_upgrade(env, engine):
@@ -141,7 +141,7 @@ def test_an_unreachable_database_is_a_failure_without_its_password(env):
     assert line.startswith("✗ database: cannot connect to postgresql+psycopg://someone:***@")
     assert "Set DATABASE_URL to a reachable PostgreSQL database" in line
     assert "Secret-pw" not in done.stdout + done.stderr
-    assert "✓ leads (Airtable): all 25 mapped fields present" in done.stdout  # still checked
+    assert "✓ leads (Airtable): all 26 mapped fields present" in done.stdout  # still checked
 
 
 def test_a_bad_project_file_stops_it_early_with_exit_2(env, tmp_path):
@@ -174,7 +174,7 @@ def test_table_checks_name_duplicates_wrong_owners_and_a_soft_delete_column_of_a
     env, engine
 ):
     """The PostgreSQL side's failures, from the pure checks (the CLI prints these lines)."""
-    leads = load(DEMO_FILE).mappings()[0]
+    leads = next(m for m in load(DEMO_FILE).mappings() if m.name == "leads")
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE leads DROP CONSTRAINT leads_airtable_record_id_key"))
         conn.execute(text("SET LOCAL reconcile.origin = 'reconciler'"))
@@ -216,7 +216,7 @@ def test_table_checks_name_duplicates_wrong_owners_and_a_soft_delete_column_of_a
 
 
 def test_a_trigger_that_captures_but_differs_is_a_failure_db_upgrade_repairs(env, engine):
-    leads = load(DEMO_FILE).mappings()[0]
+    leads = next(m for m in load(DEMO_FILE).mappings() if m.name == "leads")
     with engine.begin() as conn:  # no WHEN condition: every reconciler write queues an event
         conn.execute(
             text(

@@ -85,7 +85,7 @@ clients:
     tables:
       prospects:                      # listed first: the links decide the order, not the file
         airtable_table: {PROSPECTS}
-        postgres: {{table: prospects, key_column: record_ref, soft_delete_column: active}}
+        postgres: {{table: own_prospects, key_column: record_ref, soft_delete_column: active}}
         modified_time_field: {F["p_modified"]}
         fields:
           {F["p_mail"]}: {{name: E-mail, column: email, type: text, required: true}}
@@ -94,22 +94,22 @@ clients:
           {F["p_owner"]}: {{name: Assigned To, column: assigned_to, type: text, owner: portal}}
       campaigns:
         airtable_table: {CAMPAIGNS}
-        postgres: {{table: campaigns, key_column: record_ref}}
+        postgres: {{table: ad_campaigns, key_column: record_ref}}
         fields:
           {F["c_name"]}: {{name: Campaign Name, column: name, type: text}}
           {F["c_channel"]}: {{name: Channel, column: channel, type: select}}
 """
 
 PORTAL_TABLES = """
-CREATE TABLE public.campaigns (
+CREATE TABLE public.ad_campaigns (
     id bigserial PRIMARY KEY, record_ref text UNIQUE, name text, channel text,
     budget numeric  -- local-only
 );
-CREATE TABLE public.prospects (
+CREATE TABLE public.own_prospects (
     id bigserial PRIMARY KEY,
     record_ref text UNIQUE,
     email text,
-    campaign_ref text REFERENCES public.campaigns (record_ref),
+    campaign_ref text REFERENCES public.ad_campaigns (record_ref),
     assigned_to text,
     active boolean NOT NULL DEFAULT true
 );
@@ -187,10 +187,10 @@ def test_campaigns_sync_first_and_a_link_is_stored_as_the_campaign_row_key(own_b
     result = run(definitions, resources)
 
     assert result.success
-    assert rows(engine, "SELECT record_ref, name, channel FROM campaigns") == [
+    assert rows(engine, "SELECT record_ref, name, channel FROM ad_campaigns") == [
         (spring, "Spring", "SMS")
     ]
-    assert rows(engine, "SELECT record_ref, email, campaign_ref FROM prospects") == [
+    assert rows(engine, "SELECT record_ref, email, campaign_ref FROM own_prospects") == [
         (ada, "ada@example.com", spring)
     ]
 
@@ -215,7 +215,9 @@ def test_a_link_to_a_campaign_not_synced_yet_is_held_then_resolved(own_base, set
     held = run(definitions, resources, when=now - dt.timedelta(minutes=30))
 
     assert held.success
-    assert rows(engine, "SELECT email, campaign_ref FROM prospects") == [("bo@example.com", None)]
+    assert rows(engine, "SELECT email, campaign_ref FROM own_prospects") == [
+        ("bo@example.com", None)
+    ]
     drift = [
         e
         for e in held.get_asset_check_evaluations()
@@ -234,7 +236,9 @@ def test_a_link_to_a_campaign_not_synced_yet_is_held_then_resolved(own_base, set
     resolved = run(definitions, resources, overlap_minutes=0)
 
     assert resolved.success
-    assert rows(engine, "SELECT email, campaign_ref FROM prospects") == [("bo@example.com", autumn)]
+    assert rows(engine, "SELECT email, campaign_ref FROM own_prospects") == [
+        ("bo@example.com", autumn)
+    ]
     assert rows(engine, "SELECT count(*) FROM reconcile.quarantine WHERE released_at IS NULL") == [
         (0,)
     ]
@@ -253,11 +257,11 @@ def test_a_deleted_campaign_unlinks_its_prospects_and_is_soft_deleted(own_base, 
         BASE, "Prospects", [{"E-mail": "cy@example.com", "Campaign": [gone]}]
     )
     assert run(definitions, resources).success
-    assert rows(engine, "SELECT campaign_ref FROM prospects") == [(gone,)]
+    assert rows(engine, "SELECT campaign_ref FROM own_prospects") == [(gone,)]
 
     own_base.delete_record(BASE, "Campaigns", gone)  # Airtable drops it from Cy's link
     own_base.update_record_fields(BASE, "Prospects", cy, {"Assigned To": None})
     assert run(definitions, resources).success
 
-    assert rows(engine, "SELECT campaign_ref FROM prospects") == [(None,)]
-    assert rows(engine, "SELECT count(*) FROM campaigns") == [(1,)]  # never a hard delete
+    assert rows(engine, "SELECT campaign_ref FROM own_prospects") == [(None,)]
+    assert rows(engine, "SELECT count(*) FROM ad_campaigns") == [(1,)]  # never a hard delete

@@ -72,11 +72,20 @@ def metadata(result, asset: str) -> dict:
 
 
 def check_results(result) -> dict[str, bool]:
-    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    """Every check of every table: `table/check` → passed."""
+    return {
+        f"{e.asset_key.path[0]}/{e.check_name}": e.passed
+        for e in result.get_asset_check_evaluations()
+    }
 
 
 def materialized(result) -> set[str]:
-    return {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+    """The leads table's materialized asset names (without the `leads/` prefix)."""
+    return {
+        e.asset_key.path[-1]
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[0] == "leads"
+    }
 
 
 def portal_write(database_url, record_id: str, **values) -> None:
@@ -158,9 +167,10 @@ def test_a_72_window_range_is_one_run_with_one_airtable_query(emulator, resource
     list_requests = sum(
         n for key, n in emulator.request_log()["counts"].items() if "/meta/" not in key
     )
-    # One filtered listing: ⌈450/100⌉ pages; the only other calls read the table's metadata.
-    assert list_requests == math.ceil(count / 100)
-    assert pulled["airtable_requests"] == list_requests
+    # One filtered listing per table: ⌈450/100⌉ pages of leads and one (full, first) pull of
+    # the demo's empty campaigns table; the only other calls read the tables' metadata.
+    assert list_requests == math.ceil(count / 100) + 1
+    assert pulled["airtable_requests"] == math.ceil(count / 100)
     assert metadata(result, "postgres_leads")["inserted"] == count
 
 
@@ -196,7 +206,7 @@ def test_a_seeded_loop_fails_the_blocking_check_and_stops_the_push(
     result = materialize(resources, partition_key=key)
 
     checks = check_results(result)
-    assert checks["no_echo_marked_dirty"] is False
+    assert checks["leads/no_echo_marked_dirty"] is False
     assert "airtable_push_results" not in materialized(result)
 
 
@@ -216,7 +226,7 @@ def test_a_seeded_duplicate_fails_the_blocking_check_and_stops_the_push(
     result = materialize(resources, partition_key=key)
 
     checks = check_results(result)
-    assert checks["one_lead_per_airtable_record"] is False
+    assert checks["leads/one_lead_per_airtable_record"] is False
     assert "airtable_push_results" not in materialized(result)
 
 

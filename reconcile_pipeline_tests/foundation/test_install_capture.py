@@ -151,10 +151,11 @@ def test_db_upgrade_installs_the_trigger_on_a_second_configured_table(
     assert "leads (public.leads): capture trigger unchanged; tracked columns written" in out
     assert "prospects (public.prospects): capture trigger installed; tracked columns written" in out
     assert [(t[0], t[1]) for t in triggers(engine)] == [
+        ("campaigns", TRIGGER),  # the demo's second table
         ("leads", TRIGGER),
         ("prospects", TRIGGER),
     ]
-    assert "capture_portal_change('prospects', 'record_ref')" in triggers(engine)[1][3]
+    assert "capture_portal_change('prospects', 'record_ref')" in triggers(engine)[2][3]
     assert tracked(engine, "prospects") == {
         "name": "airtable",
         "stage": "airtable",
@@ -195,13 +196,13 @@ def test_removing_the_table_from_the_file_removes_its_trigger(
     tmp_path, engine, prospects_table, cli_env
 ):
     upgrade(cli_env(project_file(tmp_path / "with.yaml")))
-    assert len(triggers(engine)) == 2
+    assert len(triggers(engine)) == 3
 
     out = upgrade(cli_env(project_file(tmp_path / "without.yaml", prospects=False)))
 
     assert "prospects (public.prospects): capture trigger removed (the table is no longer" in out
     assert "3 tracked columns deleted" in out
-    assert [t[0] for t in triggers(engine)] == ["leads"]
+    assert [t[0] for t in triggers(engine)] == ["campaigns", "leads"]
     assert tracked(engine, "prospects") == {}
     portal_update(engine, "owner_note = 'not synced any more'")
     assert state(engine, "prospects", "recPROSPECT000001") is None
@@ -392,7 +393,7 @@ def test_the_demo_table_runs_again_once_db_upgrade_put_its_trigger_back(
     tmp_path, emulator, engine, database_url
 ):
     emulator.seed_records(BASE, TABLE, [{"Email": "a@example.com", "Status": "New"}])
-    leads = load(DEMO_FILE).mappings()[0]
+    leads = next(m for m in load(DEMO_FILE).mappings() if m.name == "leads")
     with engine.begin() as conn:
         conn.execute(text(f"DROP TRIGGER {TRIGGER} ON public.leads"))
 

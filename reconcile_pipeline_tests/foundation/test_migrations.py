@@ -111,4 +111,8 @@ def test_upgrade_installs_on_top_of_an_existing_portal_leads_table(empty_databas
         ).scalar_one()
     assert rows == [("recAAAAAAAAAAAAAA", "a@example.com", "ana", "teal")]
     assert trigger == "reconcile_capture_portal_change"
+    # Migrations never add the demo portal's campaign link (demo/portal_schema.py does, for
+    # the demo project only).
+    columns = {c["name"] for c in inspect(engine).get_columns("leads", schema="public")}
+    assert "campaign_ref" not in columns
     engine.dispose()
