@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, text
 from reconcile_pipeline.airtable.resource import AirtableResource
 from reconcile_pipeline.defs.partitions import partition_key_for
 from reconcile_pipeline.defs.resources import PostgresResource
+from reconcile_pipeline.emulator.admin_client import EmulatorAdmin
 from reconcile_pipeline.emulator.server import run_emulator
 from reconcile_pipeline_tests.dagster.test_reconcile_assets import (
     BASE,
@@ -144,3 +145,51 @@ def test_attachments_reach_postgres_without_their_expiring_urls(emulator, resour
     [stored] = column(database_url, rid, "attachments")
     assert stored["id"].startswith("att") and "url" not in stored
     assert "thumbnails" not in stored
+
+
+class RenamingMidRun(AirtableResource):
+    """The production resource; once a run's listing has been read, the business renames two
+    fields and the table in Airtable (the run's cached schema still has the old names)."""
+
+    def table_client(self, mapping):
+        client = super().table_client(mapping)
+        if mapping.name == "leads" and not getattr(client, "_renames_mid_run", False):
+            listing = client.iter_modified
+
+            def iter_modified_then_rename(*args, **kwargs):
+                yield from listing(*args, **kwargs)
+                admin = EmulatorAdmin(self.endpoint_url)
+                admin.rename_field(BASE, mapping.airtable_table, CLAIMED_BY_ID, "Owner Rep")
+                admin.rename_field(BASE, mapping.airtable_table, STATUS_ID, "Lead Status")
+                admin.rename_table(BASE, mapping.airtable_table, "Prospects")
+                admin.close()
+
+            client.iter_modified = iter_modified_then_rename
+            client._renames_mid_run = True
+        return client
+
+
+def test_renames_in_the_middle_of_a_run_change_nothing(emulator, database_url):
+    [rid] = emulator.seed_records(BASE, TABLE, [lead_fields(1)])
+    plain = {
+        "airtable": AirtableResource(
+            api_key=emulator.token, base_id=BASE, endpoint_url=emulator.url, requests_per_second=0
+        ),
+        "postgres": PostgresResource(database_url=database_url),
+    }
+    assert materialize(plain, partition_key=now_key()).success
+    emulator.update_record_fields(BASE, TABLE, rid, {"Status": "Qualified"})
+    portal_write(database_url, rid, claimed_by="ana")
+    renaming = {
+        **plain,
+        "airtable": RenamingMidRun(
+            api_key=emulator.token, base_id=BASE, endpoint_url=emulator.url, requests_per_second=0
+        ),
+    }
+
+    result = materialize(renaming, partition_key=now_key())
+
+    assert result.success, step_failure_text(result)
+    assert column(database_url, rid, "status") == "Qualified"
+    fields = next(r for r in emulator.all_records(BASE, "Prospects") if r["id"] == rid)["fields"]
+    assert fields["Owner Rep"] == "ana"  # pushed after the rename, by field id
