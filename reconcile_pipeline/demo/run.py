@@ -28,13 +28,15 @@ def _summary(engine, started: dt.datetime) -> dict:
 
         return {
             "leads": scalar("SELECT count(*) FROM leads"),
+            "campaigns": scalar("SELECT count(*) FROM campaigns"),
+            "linked": scalar("SELECT count(*) FROM leads WHERE campaign_ref IS NOT NULL"),
             "airtable_to_postgres": scalar(
                 "SELECT count(*) FROM reconcile.change_history WHERE changed_at >= :since "
                 "AND direction = 'airtable_to_postgres' AND field <> '*'"
             ),
             "inserted": scalar(
                 "SELECT count(*) FROM reconcile.change_history WHERE changed_at >= :since "
-                "AND reason = 'inserted'"
+                "AND reason = 'inserted' AND table_key = 'leads'"
             ),
             "postgres_to_airtable": scalar(
                 "SELECT count(*) FROM reconcile.change_history WHERE changed_at >= :since "
@@ -98,6 +100,10 @@ def run_demo() -> int:
         engine.dispose()
     print("\nSummary")
     print(f"  leads in PostgreSQL:            {summary['leads']}")
+    print(
+        f"  campaigns in PostgreSQL:        {summary['campaigns']} "
+        f"({summary['linked']} leads linked, synced first)"
+    )
     print(
         f"  Airtable → PostgreSQL:          {summary['inserted']} leads inserted, "
         f"{summary['airtable_to_postgres']} field values updated"
