@@ -97,7 +97,9 @@ def format_datetime(value: dt.datetime) -> str:
     """Canonical UTC text, truncated to the second."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Not strftime("%Y"): it writes year 99 as "99", which PostgreSQL cannot read back.
+    utc = value.astimezone(dt.UTC).replace(microsecond=0, tzinfo=None)
+    return utc.isoformat(timespec="seconds") + "Z"
 
 
 def _check_text(value: str, field: FieldSpec) -> str | None:

@@ -123,6 +123,9 @@ def test_format_datetime_treats_naive_as_utc_and_converts_offsets():
     from reconcile_pipeline.engine.convert import format_datetime
 
     assert format_datetime(dt.datetime(2024, 3, 1, 10, 0)) == "2024-03-01T10:00:00Z"
+    # Years below 1000 keep four digits (found by the hypothesis test: "99-12-31…" broke a batch).
+    assert format_datetime(dt.datetime(99, 12, 31, 10, 0)) == "0099-12-31T10:00:00Z"
+    assert from_airtable(WHEN, "0099-12-31T10:00:00Z") == "0099-12-31T10:00:00Z"
     plus_two = dt.timezone(dt.timedelta(hours=2))
     assert format_datetime(dt.datetime(2024, 3, 1, 12, 0, tzinfo=plus_two)) == (
         "2024-03-01T10:00:00Z"
