@@ -4,7 +4,6 @@ Re-running a window is safe: applying the same records again finds every value e
 nothing to the portal table and records no change (the merge base already equals Airtable).
 """
 
-import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
@@ -15,6 +14,8 @@ from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.convert import (
     RECORD,
     FieldProblem,
+    InvalidValue,
+    from_airtable,
     parse_airtable_time,
     portal_value_problem,
     record_values,
@@ -50,7 +51,6 @@ class PullResult:
     stale_skipped: int = 0
     restored: int = 0
     dry_run: bool = False
-    airtable_values: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     transaction_ids: list[str] = field(default_factory=list, repr=False)
     high_water_mark: dt.datetime | None = None
     changes: list[dict] = field(default_factory=list, repr=False)
@@ -78,7 +78,6 @@ class PullResult:
     def absorb(self, other: "PullResult") -> None:
         for name, value in other.counts().items():
             setattr(self, name, getattr(self, name) + value)
-        self.airtable_values.update(other.airtable_values)
         self.transaction_ids.extend(other.transaction_ids)
         for attr in ("changes", "conflict_rows", "quarantine_rows"):
             room = PREVIEW_LIMIT - len(getattr(self, attr))
@@ -240,7 +239,6 @@ def _apply_batch(repo: Repository, records: list[dict], run: RunContext) -> Pull
                 result.stale_skipped += 1  # an older snapshot than one already applied
                 continue
             applied.add(record_id)
-            result.airtable_values[record_id] = values
             current = leads.get(record_id)
             created = parse_airtable_time(record.get("createdTime"))
             if current is None:
@@ -367,12 +365,12 @@ def resolve_held_links(repo: Repository, run: RunContext) -> int:
             held = repo.held_values(conn, spec.column)
             wanted: dict[str, str] = {}
             for record_id, raw in held.items():
-                values, problems = record_values(
-                    dataclasses.replace(repo.mapping, fields=(spec,)),
-                    {spec.airtable_name: raw},
-                )
-                if not problems and values.get(spec.column) is not None:
-                    wanted[record_id] = values[spec.column]
+                try:
+                    linked = from_airtable(spec, raw)
+                except InvalidValue:
+                    continue  # still not a link we can store: stays held
+                if linked is not None:
+                    wanted[record_id] = linked
             found = repo.existing_keys(conn, spec.link_target, sorted(set(wanted.values())))
             ready = {rid: key for rid, key in wanted.items() if key in found}
             if not ready:
