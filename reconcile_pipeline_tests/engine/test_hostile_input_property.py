@@ -65,6 +65,9 @@ RECORD = st.fixed_dictionaries(
 @settings(
     max_examples=100,
     deadline=None,
+    # The same 100 examples every run, so CI is reproducible; a failure a random run once found
+    # (years below 1000) is pinned in test_convert.py.
+    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(records=st.lists(RECORD, min_size=1, max_size=6))
