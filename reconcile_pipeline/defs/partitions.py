@@ -7,15 +7,37 @@ one window. Windows start on the hour and at :20 and :40 (cron `*/20 * * * *`).
 `end_offset=1` makes the window still in progress a valid partition, so the newest changes are
 reconciled without waiting for their window to close; running a window again once it has closed
 is harmless because every run is idempotent.
+
+The partitions start at the first window of `partitions_start()`: `RECONCILE_PARTITIONS_START`,
+else the project file's `partitions_start`, else a fixed default; the `reconcile` command line
+sets the variable to the day of the first recorded run (see `partitions_start.py`). Windows before
+the start are not partitions, so the UI lists only the windows since then.
 """
 
-import os
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 
-PARTITIONS_START_ENV = "RECONCILE_PARTITIONS_START"
-DEFAULT_PARTITIONS_START = "2026-01-01"
+from reconcile_pipeline.defs.partitions_start import (
+    DEFAULT_PARTITIONS_START,
+    PARTITIONS_START_ENV,
+    configured_start,
+    parse_start,
+    resolve_start,
+)
+
+__all__ = [
+    "DEFAULT_PARTITIONS_START",
+    "PARTITIONS_START",
+    "PARTITIONS_START_ENV",
+    "parse_partitions_start",
+    "partition_key_for",
+    "partitions_start",
+    "reconcile_windows",
+    "window_for",
+]
 
 WINDOW = timedelta(minutes=20)
 PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
@@ -41,24 +63,31 @@ def parse_partitions_start(value: str) -> datetime:
     """The first window's start from an ISO date or datetime (naive means UTC).
 
     A time inside a window is moved back to that window's start, so the first partition is whole.
+    Raises ValueError naming RECONCILE_PARTITIONS_START for a value that is not one.
     """
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError(
-            f"{PARTITIONS_START_ENV}={value!r} is not an ISO date or datetime "
-            "(e.g. 2026-01-01 or 2026-01-01T06:00:00Z)"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return window_for(parsed)[0]
+    return window_for(parse_start(value))[0]
 
 
-# Read at import on purpose: Dagster needs the partitions definition when it loads the code
-# location, before any run or resource exists. Changing the variable takes effect on reload.
-PARTITIONS_START = parse_partitions_start(
-    os.environ.get(PARTITIONS_START_ENV) or DEFAULT_PARTITIONS_START
-)
+def partitions_start(
+    environ: Mapping[str, str] | None = None,
+    configured: Any = None,
+    *,
+    now: datetime | None = None,
+) -> datetime:
+    """The first window's start: `RECONCILE_PARTITIONS_START` in `environ` (default: this
+    process's environment), else `configured` (default: the project file's
+    `partitions_start`), else `DEFAULT_PARTITIONS_START`; aligned back to its window.
+
+    Raises ValueError naming where a bad value came from (unparsable, or in the future).
+    """
+    if configured is None:
+        configured = configured_start()
+    return window_for(resolve_start(environ, configured, now=now))[0]
+
+
+# Read when the code location loads, on purpose: Dagster needs the partitions definition then,
+# before any run or resource exists. Changing the variable (or the file) takes effect on reload.
+PARTITIONS_START = partitions_start()
 
 reconcile_windows = dg.TimeWindowPartitionsDefinition(
     cron_schedule="*/20 * * * *",
