@@ -1,27 +1,74 @@
-"""The alert webhook as a Dagster resource, and how to bind it from the environment."""
+"""Where alerts go, as a Dagster resource, and how to bind it from the environment.
+
+Two destinations, either, both or neither: a webhook accepting Slack-compatible JSON
+(`RECONCILE_ALERT_WEBHOOK_URL`) and a Slack app posting to a channel through dagster-slack
+(`RECONCILE_SLACK_TOKEN` + `RECONCILE_SLACK_CHANNEL`). With neither, alerts are only logged.
+"""
 
 import os
+from collections.abc import Callable
 
 import dagster as dg
 
-from reconcile_pipeline.alerting import AlertLogger, send_alert
+from reconcile_pipeline.alerting import AlertLogger, send_alert, send_slack_alert, slack_client
 
 ALERT_WEBHOOK_URL_ENV = "RECONCILE_ALERT_WEBHOOK_URL"
 DAGSTER_UI_URL_ENV = "RECONCILE_DAGSTER_UI_URL"
+SLACK_TOKEN_ENV = "RECONCILE_SLACK_TOKEN"
+SLACK_CHANNEL_ENV = "RECONCILE_SLACK_CHANNEL"
+SLACK_API_URL_ENV = "RECONCILE_SLACK_API_URL"
+
+# send(title, lines, summary, logger) -> whether the destination accepted the alert
+Destination = Callable[[str, list[str], str | None, AlertLogger], bool]
 
 
 class AlertWebhookResource(dg.ConfigurableResource):
-    """Where alerts go: a webhook accepting Slack-compatible JSON, or only the log when unset.
+    """Where alerts go: a webhook accepting Slack-compatible JSON and/or a Slack app's channel,
+    or only the log when neither is set.
 
     `ui_url`, when set, is the Dagster UI's base URL, used to link alerts to their runs.
+    `slack_token` is a Slack app's bot token (`chat:write`), `slack_channel` the channel it posts
+    to, `slack_api_url` the Web API root when it is not Slack's (GovSlack, a test double).
     """
 
     webhook_url: str | None = None
     ui_url: str | None = None
+    slack_token: str | None = None
+    slack_channel: str | None = None
+    slack_api_url: str | None = None
 
-    def send(self, title: str, lines: list[str], logger: AlertLogger) -> bool:
-        """Post the alert (never raises); False when it was only logged."""
-        return send_alert(self.webhook_url, title, lines, logger)
+    @property
+    def configured(self) -> bool:
+        """Whether any destination is set (otherwise alerts are only logged)."""
+        return bool(self.webhook_url or self.slack_token)
+
+    def destinations(self) -> dict[str, Destination]:
+        """The configured destinations by name ("webhook", "slack"), each a function that sends
+        one alert and never raises."""
+        found: dict[str, Destination] = {}
+        if self.webhook_url:
+            url = self.webhook_url
+            found["webhook"] = lambda title, lines, summary, logger: send_alert(
+                url, title, lines, logger, summary=summary
+            )
+        if self.slack_token:
+            client = slack_client(self.slack_token, self.slack_api_url)
+            channel = self.slack_channel
+            found["slack"] = lambda title, lines, summary, logger: send_slack_alert(
+                client, channel, title, lines, logger, summary=summary
+            )
+        return found
+
+    def send(
+        self, title: str, lines: list[str], logger: AlertLogger, summary: str | None = None
+    ) -> bool:
+        """Send the alert to every destination (never raises); True when at least one accepted
+        it, False when it was only logged."""
+        destinations = self.destinations()
+        if not destinations:
+            return send_alert(None, title, lines, logger)  # logs it at WARNING
+        results = [send(title, lines, summary, logger) for send in destinations.values()]
+        return any(results)
 
     def run_link(self, run_id: str) -> str | None:
         """The run's page in the Dagster UI, when the UI's URL is known."""
@@ -37,13 +84,18 @@ def _env_var_if_set(name: str) -> dg.EnvVar | None:
 
 
 def alert_webhook_resource() -> AlertWebhookResource:
-    """The resource bound to RECONCILE_ALERT_WEBHOOK_URL and RECONCILE_DAGSTER_UI_URL.
+    """The resource bound to RECONCILE_ALERT_WEBHOOK_URL, RECONCILE_DAGSTER_UI_URL and
+    RECONCILE_SLACK_TOKEN / _CHANNEL / _API_URL.
 
-    A set variable is bound as `dg.EnvVar`, so the secret webhook URL is read when the resource
-    is initialised and never shown in the UI; an unset one becomes None. Whether a variable is set
-    is decided when the code location loads, so setting one later needs a reload.
+    A set variable is bound as `dg.EnvVar`, so a secret (the webhook URL, the Slack token) is read
+    when the resource is initialised and never shown in the UI; an unset one becomes None. Whether
+    a variable is set is decided when the code location loads, so setting one later needs a
+    reload.
     """
     return AlertWebhookResource(
         webhook_url=_env_var_if_set(ALERT_WEBHOOK_URL_ENV),
         ui_url=_env_var_if_set(DAGSTER_UI_URL_ENV),
+        slack_token=_env_var_if_set(SLACK_TOKEN_ENV),
+        slack_channel=_env_var_if_set(SLACK_CHANNEL_ENV),
+        slack_api_url=_env_var_if_set(SLACK_API_URL_ENV),
     )

@@ -22,11 +22,18 @@ holding its base's place in the queue. Failing it in the same tick also alerts i
 On its first tick (no cursor yet) each sensor looks back `FIRST_TICK_LOOKBACK` only: a failure
 just before the daemon started still alerts, while a sensor turned on over months of history
 does not replay every old failure into the webhook.
+
+Every alert names the client, the table and the window: the client from the run's
+`reconcile/client` tag (else the asset key's first element, else the client whose base the
+`reconcile/base` tag names), the table from the failed step's asset key, the window from the
+partition tags. A failed run carries its outermost message written for people (a
+`dagster.Failure`'s description, else the first error that is not Dagster's wrapper), never the
+innermost cause (an `HTTPError` the message was made from) and never a stack trace.
 """
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -34,6 +41,7 @@ from dagster_shared.error import SerializableErrorInfo
 
 from reconcile_pipeline.alerting import AlertLogger
 from reconcile_pipeline.defs.alert_resource import AlertWebhookResource
+from reconcile_pipeline.defs.partitions import PARTITION_KEY_FORMAT, WINDOW
 from reconcile_pipeline.defs.schedules import BASE_TAG, base_id_from_env
 from reconcile_pipeline.instance import Worker, worker_is_gone
 
@@ -47,19 +55,111 @@ MAX_ERROR_LINES = 5
 MAX_METADATA_ENTRIES = 5
 MAX_METADATA_VALUE_CHARS = 300
 
-PARTITION_TAGS = (
-    "dagster/partition",
-    "dagster/asset_partition_range_start",
-    "dagster/asset_partition_range_end",
-)
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+PARTITION_TAGS = (PARTITION_TAG, RANGE_START_TAG, RANGE_END_TAG)
+# Set by the multi-client jobs; older runs have only the base tag.
+CLIENT_TAG = "reconcile/client"
 
 
 @dataclass(frozen=True)
 class Alert:
-    """One message for the webhook: a title and its lines."""
+    """One message: a title, its lines, and the notification's one-line summary (the title and
+    the first line when None)."""
 
     title: str
     lines: tuple[str, ...]
+    summary: str | None = None
+
+
+def _window_start(key: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.strptime(key, PARTITION_KEY_FORMAT).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
+def window_text(tags: Mapping[str, str], partition: str | None = None) -> str | None:
+    """The window(s) a run reconciled, for people: "2026-03-02 10:20–10:40 UTC", or a range
+    "9 windows, 2026-03-02 08:00 – 11:00 UTC" (the end's date shown when it differs); a key
+    that is not one of ours is shown as it is. `partition` (a check's own) wins over the run's
+    tags."""
+    key = partition or tags.get(PARTITION_TAG)
+    if not key and tags.get(RANGE_START_TAG) == tags.get(RANGE_END_TAG):
+        key = tags.get(RANGE_START_TAG)  # a range of one window
+    if key:
+        start = _window_start(key)
+        if start is None:
+            return key
+        return f"{start:%Y-%m-%d %H:%M}–{start + WINDOW:%H:%M} UTC"
+    first, last = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    if not (first and last):
+        return None
+    start, end = _window_start(first), _window_start(last)
+    if start is None or end is None:
+        return f"{first} … {last}"
+    count = int((end - start) / WINDOW) + 1
+    stop = end + WINDOW
+    stop_text = f"{stop:%H:%M}" if stop.date() == start.date() else f"{stop:%Y-%m-%d %H:%M}"
+    return f"{count} window{'s' if count != 1 else ''}, {start:%Y-%m-%d %H:%M} – {stop_text} UTC"
+
+
+def table_of(asset_key: dg.AssetKey) -> str | None:
+    """The table of a reconcile asset key: [client, table, name] or [table, name]."""
+    path = asset_key.path
+    if len(path) >= 3:
+        return path[-2]
+    if len(path) == 2:
+        return path[0]
+    return None
+
+
+def _client_of_base(base_id: str) -> str | None:
+    """The project file's client whose Airtable base is `base_id`, when the file says."""
+    try:
+        from reconcile_pipeline.defs.project import project
+
+        clients = project().config.clients
+    except Exception:  # the alert goes out without the client rather than not at all
+        return None
+    for key, client in clients.items():
+        if getattr(client, "base_id", None) == base_id:
+            return key
+    return None
+
+
+def client_of(tags: Mapping[str, str], asset_keys: Iterable[dg.AssetKey] = ()) -> str | None:
+    """The client a run or check belongs to: the run's `reconcile/client` tag, else the first
+    element of a [client, table, name] asset key, else the client of the `reconcile/base` tag's
+    base (or "base <id>" when the project file does not know it)."""
+    if tags.get(CLIENT_TAG):
+        return tags[CLIENT_TAG]
+    for key in asset_keys:
+        if len(key.path) >= 3:
+            return key.path[0]
+    base = tags.get(BASE_TAG)
+    if base:
+        return _client_of_base(base) or f"base {base}"
+    return None
+
+
+def _context_lines(client: str | None, tables: Sequence[str], window: str | None) -> list[str]:
+    lines = []
+    if client:
+        lines.append(f"Client: {client}")
+    if tables:
+        lines.append(f"{'Tables' if len(tables) > 1 else 'Table'}: {', '.join(tables)}")
+    if window:
+        lines.append(f"Window: {window}")
+    return lines
+
+
+def _where(client: str | None, tables: Sequence[str], window: str | None) -> str:
+    """A summary's " (client / table; window)", or "" when none is known."""
+    what = " / ".join(p for p in (client, ", ".join(tables) or None) if p)
+    parts = [p for p in (what, window) if p]
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _metadata_text(value: dg.MetadataValue) -> str:
@@ -69,15 +169,23 @@ def _metadata_text(value: dg.MetadataValue) -> str:
     return text
 
 
-def _check_alert(record: dg.EventLogRecord, run_link: str | None) -> Alert | None:
+def _check_alert(
+    record: dg.EventLogRecord, run_link: str | None, run_tags: Mapping[str, str] | None = None
+) -> Alert | None:
     event = record.event_log_entry.dagster_event
     evaluation = event.event_specific_data if event else None
     if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.passed:
         return None
     asset = evaluation.asset_key.to_user_string()
+    tags = run_tags or {}
+    client = client_of(tags, [evaluation.asset_key])
+    table = table_of(evaluation.asset_key)
+    tables = [table] if table else []
+    window = window_text(tags, evaluation.partition)
     lines = [
         f"Check: {evaluation.check_name}",
         f"Asset: {asset}",
+        *_context_lines(client, tables, window),
         f"Severity: {evaluation.severity.value}",
         f"Run: {record.run_id}",
     ]
@@ -92,20 +200,28 @@ def _check_alert(record: dg.EventLogRecord, run_link: str | None) -> Alert | Non
     if run_link:
         lines.append(run_link)
     severity = evaluation.severity.value
-    return Alert(
-        title=f"Asset check failed: {asset} / {evaluation.check_name} ({severity})",
-        lines=tuple(lines),
-    )
+    title = f"Asset check failed: {asset} / {evaluation.check_name} ({severity})"
+    summary = title + _where(client, tables, window)
+    if evaluation.description:
+        summary += f": {evaluation.description.strip().splitlines()[0]}"
+    return Alert(title=title, lines=tuple(lines), summary=summary)
 
 
 def alerts_for(
-    records: Iterable[dg.EventLogRecord], resource: AlertWebhookResource | None = None
+    records: Iterable[dg.EventLogRecord],
+    resource: AlertWebhookResource | None = None,
+    instance: dg.DagsterInstance | None = None,
 ) -> list[Alert]:
-    """One alert per failed check evaluation among `records` (passed ones give none)."""
+    """One alert per failed check evaluation among `records` (passed ones give none). With
+    `instance`, each names the window and client from its run's tags."""
     alerts = []
+    tags_by_run: dict[str, Mapping[str, str]] = {}
     for record in records:
         link = resource.run_link(record.run_id) if resource else None
-        alert = _check_alert(record, link)
+        if instance is not None and record.run_id not in tags_by_run:
+            run = instance.get_run_by_id(record.run_id)
+            tags_by_run[record.run_id] = run.tags if run is not None else {}
+        alert = _check_alert(record, link, tags_by_run.get(record.run_id))
         if alert is not None:
             alerts.append(alert)
     return alerts
@@ -199,24 +315,36 @@ def _records_since_cursor(
 
 
 def send_all(alerts: Sequence[Alert], resource: AlertWebhookResource, logger: AlertLogger) -> int:
-    """Send alerts in order; after one is not delivered, only log the rest. Returns sent count.
+    """Send alerts in order to every destination (webhook, Slack app); a destination that did
+    not take one alert gets no more this tick. Returns how many alerts reached at least one.
 
-    A webhook that is down costs up to two timeouts per alert; stopping at the first failure
-    keeps a backlog from overrunning the sensor's evaluation deadline, and every alert's text
-    still reaches the log.
+    A destination that is down costs up to two timeouts per alert; dropping it at its first
+    failure keeps a backlog from overrunning the sensor's evaluation deadline, while the other
+    destination still gets every alert, and every alert's text still reaches the log.
     """
+    if not resource.configured:
+        for alert in alerts:  # log-only mode: logging costs no time
+            resource.send(alert.title, list(alert.lines), logger, alert.summary)
+        return 0
+    destinations = resource.destinations()
+    names = " and ".join(destinations)
     sent = 0
-    for index, alert in enumerate(alerts):
-        if resource.send(alert.title, list(alert.lines), logger):
-            sent += 1
-            continue
-        if not resource.webhook_url:
-            continue  # log-only mode: send() logged it, and logging costs no time
-        for rest in alerts[index + 1 :]:
+    for alert in alerts:
+        if not destinations:
             logger.warning(
-                "Alert (not sent, webhook unavailable): %s\n%s", rest.title, "\n".join(rest.lines)
+                "Alert (not sent, %s unavailable): %s\n%s",
+                names,
+                alert.title,
+                "\n".join(alert.lines),
             )
-        break
+            continue
+        delivered = False
+        for name, send in list(destinations.items()):
+            if send(alert.title, list(alert.lines), alert.summary, logger):
+                delivered = True
+            else:
+                del destinations[name]
+        sent += delivered
     return sent
 
 
@@ -234,7 +362,7 @@ def failed_check_alert_sensor(
         return records
     if not records:
         return dg.SkipReason("No new asset check evaluations.")
-    alerts = alerts_for(records, alert_webhook)
+    alerts = alerts_for(records, alert_webhook, context.instance)
     sent = send_all(alerts, alert_webhook, context.log)
     # Advanced even when a delivery failed: the alert was logged, and holding the cursor would
     # resend every alert of the batch on each tick for as long as the webhook is down.
@@ -244,15 +372,29 @@ def failed_check_alert_sensor(
     )
 
 
-def _clean_message(error: SerializableErrorInfo) -> str:
+def _is_dagster_wrapper(error: SerializableErrorInfo) -> bool:
+    """Dagster's own error around a user error ("Error occurred while executing op ...",
+    "Error executing resource_fn ..."): its message is about Dagster, the cause is the news."""
+    head = error.message.split(": ", 1)[0]
+    return (
+        error.cause is not None
+        and head.startswith("dagster.")
+        and error.cls_name != "Failure"
+        and (error.cls_name or "").startswith("Dagster")
+    )
+
+
+def _clean_message(error: SerializableErrorInfo, failure_description: str | None = None) -> str:
     """The message a person needs from a (possibly wrapped) error, without any traceback.
 
-    Dagster wraps user exceptions ("Error occurred while executing op ..."); the cause at the
-    bottom of the chain carries the message. Its "package.module.Class: " prefix is shortened to
-    "Class: ", and a `dagster.Failure` shows only its description (the project raises it with a
-    message written for people).
+    The outermost message written for people wins: a `dagster.Failure`'s description (the
+    project raises one with a message saying what to set), else the first error below Dagster's
+    wrappers, as "Class: message" without its module path. Its own causes (the `HTTPError` a
+    clean message was made from) are not shown.
     """
-    while error.cause is not None:
+    if failure_description and failure_description.strip():
+        return failure_description.strip()
+    while _is_dagster_wrapper(error):
         error = error.cause
     text = error.message.strip()
     head, sep, rest = text.partition(": ")
@@ -265,36 +407,114 @@ def _first_lines(text: str, count: int = MAX_ERROR_LINES) -> list[str]:
     return [line for line in text.strip().splitlines() if line.strip()][:count]
 
 
+def planned_asset_keys(events: Iterable[dg.DagsterEvent]) -> dict[str, list[dg.AssetKey]]:
+    """The asset keys each step of a run was to materialize or check, by step key, from the run's
+    planned events (written when the run is created, however it is launched)."""
+    by_step: dict[str, list[dg.AssetKey]] = {}
+    for event in events:
+        if event.step_key is None:
+            continue
+        key: dg.AssetKey | None = None
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
+            key = event.asset_key
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
+            key = event.asset_check_planned_data.asset_key
+        if key is not None and key not in by_step.setdefault(event.step_key, []):
+            by_step[event.step_key].append(key)
+    return by_step
+
+
 def run_failure_alert(
     run: dg.DagsterRun,
     failure_event: dg.DagsterEvent | None,
     step_failures: Sequence[dg.DagsterEvent],
     run_link: str | None = None,
+    *,
+    asset_keys_by_step: Mapping[str, Sequence[dg.AssetKey]] | None = None,
 ) -> Alert:
-    """The alert for a failed run: job, run id, partition and base tags, and the errors (their
-    messages only, never a stack trace)."""
-    lines = [f"Job: {run.job_name}", f"Run: {run.run_id}"]
+    """The alert for a failed run: job, run id, client, table(s) and window, the partition and
+    base tags, and the errors (their clean messages only, never a stack trace).
+
+    `asset_keys_by_step` (`planned_asset_keys`) names the failed steps' tables; without it the
+    alert names the client and window only.
+    """
+    errors: list[tuple[str | None, str]] = []
+    failed_keys: list[dg.AssetKey] = []
+    for event in step_failures:
+        data = event.event_specific_data
+        error = getattr(data, "error", None)
+        user_failure = getattr(data, "user_failure_data", None)
+        if error is not None:
+            errors.append(
+                (event.step_key, _clean_message(error, getattr(user_failure, "description", None)))
+            )
+        failed_keys.extend((asset_keys_by_step or {}).get(event.step_key or "", ()))
+    run_error = getattr(failure_event.event_specific_data, "error", None) if failure_event else None
+    if not errors and run_error is not None:
+        errors.append((None, _clean_message(run_error)))
+
+    tables = sorted({table for key in failed_keys if (table := table_of(key))})
+    client = client_of(run.tags, failed_keys)
+    window = window_text(run.tags)
+    lines = [f"Job: {run.job_name}", f"Run: {run.run_id}", *_context_lines(client, tables, window)]
     lines.extend(
         f"{tag}: {run.tags[tag]}" for tag in (*PARTITION_TAGS, BASE_TAG) if tag in run.tags
     )
-    errors: list[tuple[str | None, SerializableErrorInfo]] = []
-    for event in step_failures:
-        error = getattr(event.event_specific_data, "error", None)
-        if error is not None:
-            errors.append((event.step_key, error))
-    run_error = getattr(failure_event.event_specific_data, "error", None) if failure_event else None
-    if not errors and run_error is not None:
-        errors.append((None, run_error))
-    if errors:
-        for step_key, error in errors:
-            prefix = f"Step {step_key} failed" if step_key else "Run failed"
-            lines.append(f"{prefix}:")
-            lines.extend(_first_lines(_clean_message(error)))
-    elif failure_event is not None and failure_event.message:
-        lines.extend(_first_lines(failure_event.message))
+    first_message: str | None = None
+    for step_key, message in errors:
+        prefix = f"Step {step_key} failed" if step_key else "Run failed"
+        lines.append(f"{prefix}:")
+        message_lines = _first_lines(message)
+        lines.extend(message_lines)
+        first_message = first_message or (message_lines[0] if message_lines else None)
+    if not errors and failure_event is not None and failure_event.message:
+        message_lines = _first_lines(failure_event.message)
+        lines.extend(message_lines)
+        first_message = message_lines[0] if message_lines else None
     if run_link:
         lines.append(run_link)
-    return Alert(title=f"Run failed: {run.job_name}", lines=tuple(lines))
+    title = f"Run failed: {run.job_name}"
+    summary = (
+        title + _where(client, tables, window) + (f": {first_message}" if first_message else "")
+    )
+    return Alert(title=title, lines=tuple(lines), summary=summary)
+
+
+def failed_run_alert(
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun,
+    failure_event: dg.DagsterEvent | None = None,
+    run_link: str | None = None,
+) -> Alert:
+    """`run_failure_alert` for a run recorded in `instance`: its step failures and planned asset
+    keys are read from the event log; `failure_event` defaults to the run's own failure event."""
+    step_failures: list[dg.DagsterEvent] = []
+    planned: list[dg.DagsterEvent] = []
+    for entry in instance.all_logs(
+        run.run_id,
+        of_type={
+            dg.DagsterEventType.STEP_FAILURE,
+            dg.DagsterEventType.RUN_FAILURE,
+            dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+            dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
+        },
+    ):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            step_failures.append(event)
+        elif event.event_type == dg.DagsterEventType.RUN_FAILURE:
+            failure_event = failure_event or event
+        else:
+            planned.append(event)
+    return run_failure_alert(
+        run,
+        failure_event,
+        step_failures,
+        run_link,
+        asset_keys_by_step=planned_asset_keys(planned),
+    )
 
 
 def fail_dead_runs(instance: dg.DagsterInstance, logger: AlertLogger | None = None) -> list[str]:
@@ -362,15 +582,8 @@ def run_failure_alerts(
         run = instance.get_run_by_id(record.run_id)
         if run is None or not _watched_by(context, run):
             continue
-        step_failures = [
-            entry.dagster_event
-            for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-            if entry.dagster_event is not None
-        ]
         link = resource.run_link(run.run_id) if resource else None
-        alerts.append(
-            run_failure_alert(run, record.event_log_entry.dagster_event, step_failures, link)
-        )
+        alerts.append(failed_run_alert(instance, run, record.event_log_entry.dagster_event, link))
     return alerts
 
 
