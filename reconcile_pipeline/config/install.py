@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from reconcile_pipeline.config.load import ConfigError, Project, table_mapping
+from reconcile_pipeline.config.load import ConfigError, Project
 from reconcile_pipeline.db.schema_names import ORIGIN_RECONCILER, ORIGIN_SETTING
 from reconcile_pipeline.engine.mapping import TableMapping
 from reconcile_pipeline.engine.repository import Repository
@@ -45,18 +45,37 @@ def relation(mapping: TableMapping) -> str:
     return f"{mapping.postgres_schema}.{mapping.postgres_table}"
 
 
+def trigger_name(mapping: TableMapping) -> str:
+    """A table of one client has one trigger, `reconcile_capture_portal_change`; a table
+    several clients share has one per client, `reconcile_capture_<client>`."""
+    return TRIGGER_NAME if mapping.client_column is None else f"reconcile_capture_{mapping.client}"
+
+
+def trigger_arguments(mapping: TableMapping) -> tuple[str, ...]:
+    """The capture function's arguments: client, table key, key column (migration 0005)."""
+    return (mapping.client, mapping.name, mapping.key_column)
+
+
+def _client_condition(mapping: TableMapping) -> str:
+    if mapping.client_column is None or mapping.client_value is None:
+        return ""
+    return f"AND (NEW.{_quote(mapping.client_column)})::text = {_literal(mapping.client_value)}"
+
+
 def trigger_sql(mapping: TableMapping) -> str:
     """The CREATE TRIGGER statement for `mapping`'s table (identifiers and arguments quoted).
 
     The WHEN condition skips the reconciler's own writes before they queue an after-trigger
-    event (migration 0002); the function checks the tag again itself.
+    event (migration 0002); the function checks the tag again itself. On a table several
+    clients share, it also keeps each client's trigger to the rows of that client.
     """
     table = f"{_quote(mapping.postgres_schema)}.{_quote(mapping.postgres_table)}"
+    arguments = ", ".join(_literal(a) for a in trigger_arguments(mapping))
     return (
-        f"CREATE TRIGGER {_quote(TRIGGER_NAME)} AFTER INSERT OR UPDATE ON {table} "
+        f"CREATE TRIGGER {_quote(trigger_name(mapping))} AFTER INSERT OR UPDATE ON {table} "
         f"FOR EACH ROW WHEN (current_setting({_literal(ORIGIN_SETTING)}, true) "
-        f"IS DISTINCT FROM {_literal(ORIGIN_RECONCILER)}) "
-        f"EXECUTE FUNCTION {FUNCTION}({_literal(mapping.name)}, {_literal(mapping.key_column)})"
+        f"IS DISTINCT FROM {_literal(ORIGIN_RECONCILER)} {_client_condition(mapping)}) "
+        f"EXECUTE FUNCTION {FUNCTION}({arguments})"
     )
 
 
@@ -78,8 +97,13 @@ class Trigger:
         return f"{_quote(self.schema)}.{_quote(self.table)}"
 
     @property
+    def scope(self) -> tuple[str, str] | None:
+        """(client, table key) of the bookkeeping it writes to."""
+        return (self.arguments[0], self.arguments[1]) if len(self.arguments) == 3 else None
+
+    @property
     def table_key(self) -> str | None:
-        return self.arguments[0] if self.arguments else None
+        return self.arguments[1] if len(self.arguments) == 3 else None
 
     def drop_sql(self) -> str:
         return f"DROP TRIGGER {_quote(self.name)} ON {self.qualified_table}"
@@ -90,14 +114,23 @@ class Trigger:
         found = []
         if not self.calls_capture:
             found.append("calls another function")
-        expected = (mapping.name, mapping.key_column)
+        expected = trigger_arguments(mapping)
         if self.arguments != expected:
             found.append(f"has arguments {_shown(self.arguments)}, expected {_shown(expected)}")
         if self.tgtype != TGTYPE:
             found.append("does not fire AFTER INSERT OR UPDATE FOR EACH ROW")
         if "WHEN (" not in self.definition or _literal(ORIGIN_SETTING) not in self.definition:
             found.append("lacks the WHEN condition on reconcile.origin")
+        if mapping.client_value is not None and (
+            _literal(mapping.client_value) not in self.definition
+            or mapping.client_column not in self.definition
+        ):
+            found.append(f"does not keep to the rows of client {mapping.client}")
         return found
+
+
+def _other_client(trigger: Trigger, mapping: TableMapping) -> bool:
+    return trigger.scope is not None and trigger.scope[0] != mapping.client
 
 
 def _shown(arguments: Sequence[str]) -> str:
@@ -168,12 +201,15 @@ def _table_columns(conn: Connection, mapping: TableMapping) -> set[str] | None:
     )
 
 
-def _tracked(conn: Connection, table_key: str) -> dict[str, str]:
+def _tracked(conn: Connection, mapping: TableMapping) -> dict[str, str]:
     if conn.execute(text("SELECT to_regclass('reconcile.tracked_columns')")).scalar() is None:
         return {}
     rows = conn.execute(
-        text("SELECT column_name, owner FROM reconcile.tracked_columns WHERE table_key = :t"),
-        {"t": table_key},
+        text(
+            "SELECT column_name, owner FROM reconcile.tracked_columns "
+            "WHERE client = :c AND table_key = :t"
+        ),
+        {"c": mapping.client, "t": mapping.name},
     ).all()
     return {name: owner for name, owner in rows}
 
@@ -204,14 +240,14 @@ def capture_problems(engine: Engine, mapping: TableMapping) -> list[str]:
             (
                 t
                 for t in _triggers(conn, mapping.postgres_schema, mapping.postgres_table)
-                if t.name == TRIGGER_NAME
+                if t.name == trigger_name(mapping)
             ),
             None,
         )
     if found is None:
         return [f"the capture trigger is missing on {where}"]
     problems = []
-    expected = (mapping.name, mapping.key_column)
+    expected = trigger_arguments(mapping)
     if found.arguments != expected:
         problems.append(
             f"the capture trigger on {where} has the wrong arguments {_shown(found.arguments)}, "
@@ -238,7 +274,7 @@ def capture_differences(engine: Engine, mapping: TableMapping) -> list[str]:
     found = [
         f"the capture trigger on {where} {difference}"
         for trigger in triggers
-        if trigger.name == TRIGGER_NAME
+        if trigger.name == trigger_name(mapping)
         for difference in trigger.differences(mapping)
         if not difference.startswith("has arguments")  # capture_problems says it
     ]
@@ -246,7 +282,10 @@ def capture_differences(engine: Engine, mapping: TableMapping) -> list[str]:
         f"another trigger on {where}, {trigger.name}, also calls {FUNCTION} (an edit would "
         "count twice)"
         for trigger in triggers
-        if trigger.name != TRIGGER_NAME and trigger.calls_capture
+        if trigger.name != trigger_name(mapping)
+        and trigger.calls_capture
+        # On a shared table, the other clients' triggers are theirs.
+        and not (mapping.client_column is not None and _other_client(trigger, mapping))
     ]
     return found
 
@@ -255,7 +294,7 @@ def tracked_problems(engine: Engine, mapping: TableMapping) -> list[str]:
     """How the columns the trigger watches for `mapping`'s table differ from the mapped
     columns and their owners (reconcile.tracked_columns)."""
     with engine.connect() as conn:
-        actual = _tracked(conn, mapping.name)
+        actual = _tracked(conn, mapping)
     expected = _expected_tracked(mapping)
     problems = []
     missing = sorted(set(expected) - set(actual))
@@ -324,32 +363,40 @@ class InstallReport:
 
 def project_mappings(project: Project) -> list[TableMapping]:
     """Every table of every client of the project file, as engine mappings."""
-    mappings = [
-        table_mapping(key, table)
-        for client in project.config.clients.values()
-        for key, table in client.tables.items()
-    ]
+    mappings = project.all_mappings()
     _check_distinct(mappings, str(project.path))
     return mappings
 
 
 def _check_distinct(mappings: Iterable[TableMapping], source: str = "the project file") -> None:
-    keys: dict[str, TableMapping] = {}
-    tables: dict[tuple[str, str], TableMapping] = {}
+    """Each (client, table key) once; a PostgreSQL table shared only by clients that each
+    tell their rows apart with a client column (the project file's schema checks the rest)."""
+    keys: dict[tuple[str, str], TableMapping] = {}
+    tables: dict[tuple[str, str], list[TableMapping]] = {}
     for mapping in mappings:
-        if mapping.name in keys:
+        scope = (mapping.client, mapping.name)
+        if scope in keys:
             raise ConfigError(
-                f"{source}: table key {mapping.name!r} is declared twice (by two clients): "
-                "table keys name the sync's bookkeeping and must be unique in one database"
+                f"{source}: client {mapping.client!r} declares table key {mapping.name!r} twice"
             )
-        where = (mapping.postgres_schema, mapping.postgres_table)
-        if where in tables:
+        keys[scope] = mapping
+        tables.setdefault((mapping.postgres_schema, mapping.postgres_table), []).append(mapping)
+    for sharing in tables.values():
+        if len(sharing) < 2:
+            continue
+        if any(m.client_column is None for m in sharing) or len({m.client for m in sharing}) < len(
+            sharing
+        ):
+            first, second = sharing[0], sharing[1]
             raise ConfigError(
-                f"{source}: tables {tables[where].name!r} and {mapping.name!r} both sync "
-                f"{relation(mapping)}: one PostgreSQL table syncs with one Airtable table"
+                f"{source}: {first.client}.{first.name} and {second.client}.{second.name} both "
+                f"sync {relation(first)}: a table several clients share needs "
+                "postgres.client_column on each (and one table per client)"
             )
-        keys[mapping.name] = mapping
-        tables[where] = mapping
+
+
+def _label(mapping: TableMapping, clients: set[str]) -> str:
+    return mapping.name if len(clients) == 1 else f"{mapping.client}.{mapping.name}"
 
 
 def _install_problem(conn: Connection, mapping: TableMapping) -> str | None:
@@ -365,29 +412,40 @@ def _install_problem(conn: Connection, mapping: TableMapping) -> str | None:
             f"key column {mapping.key_column} is missing from {relation(mapping)}: add it (text, "
             "holding the Airtable record id) or fix `key_column` in the project file"
         )
+    if mapping.client_column is not None and mapping.client_column not in columns:
+        return (
+            f"client column {mapping.client_column} is missing from {relation(mapping)}: add "
+            "it or fix `client_column` in the project file"
+        )
     return None
 
 
 def install_capture(engine: Engine, mappings: Sequence[TableMapping]) -> InstallReport:
     """Install change capture for exactly `mappings` (a project file's tables), idempotently.
 
-    - Each table gets the trigger `reconcile_capture_portal_change` calling
-      `reconcile.capture_portal_change('<table key>', '<key column>')`; one that differs is
-      replaced, a disabled one enabled, an identical one left alone.
-    - `reconcile.tracked_columns` for the table key becomes every mapped column with its owner.
+    - Each table gets its trigger (`trigger_name`: one per table, or one per client on a table
+      several clients share) calling `reconcile.capture_portal_change('<client>', '<table
+      key>', '<key column>')`; one that differs is replaced, a disabled one enabled, an
+      identical one left alone.
+    - `reconcile.tracked_columns` for the client's table key becomes every mapped column with
+      its owner.
     - Triggers calling the capture function anywhere else (a table no longer configured, a
-      second trigger on a configured one) are dropped, and the tracked columns of table keys
-      no longer configured deleted.
+      second trigger on a configured one) are dropped, and the tracked columns of (client,
+      table key) pairs no longer configured deleted.
 
     A table that does not exist, or lacks its key column, is reported and skipped; the others
     are installed. The DDL runs in one transaction under an advisory lock; tracked columns are
     written after it. Needs the schema migrated (the capture function exists).
     """
     _check_distinct(mappings)
+    clients = {m.client for m in mappings}
     report = InstallReport()
     installable: list[TableMapping] = []
-    dropped_keys: set[str] = set()
+    dropped: set[tuple[str, str]] = set()
     removed: list[Trigger] = []
+    expected_triggers = {
+        (m.postgres_schema, m.postgres_table, trigger_name(m)): m for m in mappings
+    }
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:lock))"), {"lock": _LOCK})
         if not _function_exists(conn):
@@ -396,23 +454,23 @@ def install_capture(engine: Engine, mappings: Sequence[TableMapping]) -> Install
                 "migrated (`reconcile db upgrade` migrates it first)."
             )
         triggers = _triggers(conn)
-        configured = {(m.postgres_schema, m.postgres_table): m for m in mappings}
+        configured = {(m.postgres_schema, m.postgres_table) for m in mappings}
         for mapping in mappings:
+            label = _label(mapping, clients)
             problem = _install_problem(conn, mapping)
             if problem is not None:
                 report.tables.append(
-                    TableInstall(
-                        mapping.name, relation(mapping), "not installed", "", False, problem
-                    )
+                    TableInstall(label, relation(mapping), "not installed", "", False, problem)
                 )
                 continue
             installable.append(mapping)
+            name = trigger_name(mapping)
             current = next(
                 (
                     t
                     for t in triggers
                     if (t.schema, t.table, t.name)
-                    == (mapping.postgres_schema, mapping.postgres_table, TRIGGER_NAME)
+                    == (mapping.postgres_schema, mapping.postgres_table, name)
                 ),
                 None,
             )
@@ -423,32 +481,28 @@ def install_capture(engine: Engine, mappings: Sequence[TableMapping]) -> Install
                 conn.execute(text(current.drop_sql()))
                 conn.execute(text(trigger_sql(mapping)))
                 action = f"replaced (it {'; it '.join(differences)})"
-                if current.table_key and current.table_key != mapping.name:
-                    dropped_keys.add(current.table_key)
+                if current.scope and current.scope != (mapping.client, mapping.name):
+                    dropped.add(current.scope)
             elif current.enabled not in ("O", "A"):
                 conn.execute(
-                    text(
-                        f"ALTER TABLE {current.qualified_table} ENABLE TRIGGER "
-                        f"{_quote(TRIGGER_NAME)}"
-                    )
+                    text(f"ALTER TABLE {current.qualified_table} ENABLE TRIGGER {_quote(name)}")
                 )
                 action = "re-enabled (it was disabled)"
             else:
                 action = "unchanged"
-            report.tables.append(TableInstall(mapping.name, relation(mapping), action, ""))
+            report.tables.append(TableInstall(label, relation(mapping), action, ""))
         for trigger in triggers:
-            ours = configured.get((trigger.schema, trigger.table))
-            if trigger.name == TRIGGER_NAME and ours is not None:
+            if (trigger.schema, trigger.table, trigger.name) in expected_triggers:
                 continue  # handled above
             if not trigger.calls_capture:
                 continue  # named like ours but not ours: not ours to drop
             conn.execute(text(trigger.drop_sql()))
             removed.append(trigger)
-            if trigger.table_key:
-                dropped_keys.add(trigger.table_key)
-    tracked = {m.name: _register_tracked(engine, m) for m in installable}
-    configured_keys = {m.name for m in mappings}
-    deleted = _delete_tracked(engine, dropped_keys - configured_keys)
+            if trigger.scope:
+                dropped.add(trigger.scope)
+    tracked = {_label(m, clients): _register_tracked(engine, m) for m in installable}
+    configured_scopes = {(m.client, m.name) for m in mappings}
+    deleted = _delete_tracked(engine, dropped - configured_scopes)
     report.tables = [
         TableInstall(t.table_key, t.relation, t.trigger, *tracked.get(t.table_key, ("", False)))
         if t.ok
@@ -456,12 +510,13 @@ def install_capture(engine: Engine, mappings: Sequence[TableMapping]) -> Install
         for t in report.tables
     ]
     for trigger in removed:
-        key = trigger.table_key or "?"
+        scope = trigger.scope
+        key = "?" if scope is None else (scope[1] if len(clients) == 1 else ".".join(scope))
         if (trigger.schema, trigger.table) not in configured:
             action = "removed (the table is no longer in the project file)"
         else:
             action = f"{trigger.name} removed (a second trigger calling {FUNCTION})"
-        count = deleted.pop(key, 0)
+        count = deleted.pop(scope, 0) if scope else 0
         report.tables.append(
             TableInstall(
                 key,
@@ -478,7 +533,7 @@ def _register_tracked(engine: Engine, mapping: TableMapping) -> tuple[str, bool]
     """Write the table's tracked columns when they differ; say what changed, and whether."""
     expected = _expected_tracked(mapping)
     with engine.connect() as conn:
-        before = _tracked(conn, mapping.name)
+        before = _tracked(conn, mapping)
     if before == expected:
         return f"tracked columns unchanged ({tracked_summary(mapping)})", False
     Repository(engine, mapping).register_tracked_columns()
@@ -493,18 +548,21 @@ def _register_tracked(engine: Engine, mapping: TableMapping) -> tuple[str, bool]
     return f"tracked columns written: {', '.join(parts)} ({tracked_summary(mapping)})", True
 
 
-def _delete_tracked(engine: Engine, table_keys: set[str]) -> dict[str, int]:
-    if not table_keys:
+def _delete_tracked(engine: Engine, scopes: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    if not scopes:
         return {}
+    ordered = sorted(scopes)
     with engine.begin() as conn:
         rows = conn.execute(
             text(
-                "DELETE FROM reconcile.tracked_columns WHERE table_key = ANY(:keys) "
-                "RETURNING table_key"
+                "DELETE FROM reconcile.tracked_columns t USING unnest(CAST(:clients AS text[]), "
+                "CAST(:keys AS text[])) AS gone(client, table_key) "
+                "WHERE t.client = gone.client AND t.table_key = gone.table_key "
+                "RETURNING t.client, t.table_key"
             ),
-            {"keys": sorted(table_keys)},
-        ).scalars()
-        counts: dict[str, int] = {}
-        for key in rows:
-            counts[key] = counts.get(key, 0) + 1
+            {"clients": [c for c, _ in ordered], "keys": [k for _, k in ordered]},
+        ).all()
+        counts: dict[tuple[str, str], int] = {}
+        for client, key in rows:
+            counts[(client, key)] = counts.get((client, key), 0) + 1
     return counts

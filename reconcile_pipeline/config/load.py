@@ -17,6 +17,7 @@ from reconcile_pipeline.config.model import (
     ProjectConfig,
     TableConfig,
     dependency_order,
+    portal_client_id,
 )
 from reconcile_pipeline.engine.mapping import FieldSpec, LinkTarget, TableMapping
 
@@ -114,10 +115,17 @@ def load(explicit: str | os.PathLike | None = None) -> "Project":
 
 
 def table_mapping(
-    key: str, table: TableConfig, tables: dict[str, TableConfig] | None = None
+    key: str,
+    table: TableConfig,
+    tables: dict[str, TableConfig] | None = None,
+    *,
+    client: str = "default",
+    client_value: str | None = None,
 ) -> TableMapping:
-    """The engine's mapping for one configured table: fields addressed by Airtable field id;
-    `tables` (the client's) locate the rows a link field points to."""
+    """The engine's mapping for one configured table of `client`: fields addressed by Airtable
+    field id; `tables` (the client's) locate the rows a link field points to; `client_value`
+    is the client's portal_client_id (default: the client's key), written to the table's
+    client_column when it has one."""
 
     def target(name: str | None) -> LinkTarget | None:
         if name is None or tables is None:
@@ -152,6 +160,13 @@ def table_mapping(
             for field_id, spec in table.fields.items()
         ),
         fields_by_id=True,
+        client=client,
+        client_column=table.postgres.client_column,
+        client_value=(
+            (client_value if client_value is not None else client)
+            if table.postgres.client_column is not None
+            else None
+        ),
     )
 
 
@@ -180,8 +195,22 @@ class Project:
 
     def mappings(self, client: str | None = None) -> list[TableMapping]:
         """The client's tables as engine mappings, each after the tables it links to."""
-        _, declared = self.client(client)
+        client_key, declared = self.client(client)
         return [
-            table_mapping(key, declared.tables[key], declared.tables)
+            table_mapping(
+                key,
+                declared.tables[key],
+                declared.tables,
+                client=client_key,
+                client_value=portal_client_id(client_key, declared),
+            )
             for key in dependency_order(declared.tables)
         ]
+
+    def client_keys(self) -> list[str]:
+        """Every client's key, in the file's order."""
+        return list(self.config.clients)
+
+    def all_mappings(self) -> list[TableMapping]:
+        """Every table of every client, each client's in dependency order."""
+        return [m for key in self.config.clients for m in self.mappings(key)]

@@ -7,6 +7,7 @@ nothing. Unknown keys are errors: a typo must not silently fall back to a defaul
 """
 
 import re
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,6 +18,9 @@ FIELD_ID = re.compile(r"^fld[A-Za-z0-9]{14}$")
 TABLE_ID = re.compile(r"^tbl[A-Za-z0-9]{14}$")
 BASE_ID = re.compile(r"^app[A-Za-z0-9]{14}$")
 KEY = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# A client key names its trigger (reconcile_capture_<client>, 63 bytes at most) and prefixes its
+# asset keys, jobs and pools.
+CLIENT_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
@@ -74,6 +78,12 @@ class PostgresTableConfig(_Strict):
         default=None,
         description="A boolean column the sync sets false when the record is deleted in "
         "Airtable and true when it reappears (e.g. is_active).",
+    )
+    client_column: str | None = Field(
+        default=None,
+        description="A column naming the client each row belongs to (e.g. client_id), for a "
+        "table several clients share: the sync fills it with the client's portal_client_id on "
+        "the rows it inserts and reads, sweeps and captures only that client's rows.",
     )
 
 
@@ -134,6 +144,11 @@ class ClientConfig(_Strict):
 
     name: str | None = None
     base_id: str
+    portal_client_id: str | None = Field(
+        default=None,
+        description="The value of `client_column` on this client's rows of a shared portal "
+        "table (default: the client's key).",
+    )
     token_env: str = Field(
         default="AIRTABLE_API_KEY",
         description="The NAME of the environment variable holding the base's token (never the "
@@ -204,14 +219,60 @@ def dependency_order(tables: dict[str, "TableConfig"]) -> list[str]:
 
 class ProjectConfig(_Strict):
     version: Literal[1] = 1
+    partitions_start: datetime | None = Field(
+        default=None,
+        description="The first reconcile window (UTC when no zone is given); default: the day "
+        "of the first run this database recorded (README \"Partitions\").",
+    )
     clients: dict[str, ClientConfig]
 
     @field_validator("clients")
     @classmethod
     def _client_keys(cls, clients: dict[str, ClientConfig]) -> dict[str, ClientConfig]:
-        bad = [key for key in clients if not KEY.match(key)]
+        bad = [key for key in clients if not CLIENT_KEY.match(key)]
         if bad:
-            raise ValueError(f"client keys must be lower_snake_case names, not {bad}")
+            raise ValueError(
+                f"client keys must be lower_snake_case names of at most 40 characters, not {bad}"
+            )
         if not clients:
             raise ValueError("declare at least one client")
+        shared_tables(clients)  # raises when clients share a table without telling rows apart
         return clients
+
+
+def portal_client_id(key: str, client: ClientConfig) -> str:
+    return client.portal_client_id if client.portal_client_id is not None else key
+
+
+def shared_tables(clients: dict[str, ClientConfig]) -> dict[tuple[str, str], list[str]]:
+    """PostgreSQL tables more than one client syncs, with the clients; raises unless every
+    client of a shared table declares the same `client_column` and key column, a distinct
+    `portal_client_id`, and the same table key (the capture trigger's argument)."""
+    users: dict[tuple[str, str], list[tuple[str, str, TableConfig]]] = {}
+    for client_key, client in clients.items():
+        for table_key, table in client.tables.items():
+            where = (table.postgres.schema_name, table.postgres.table)
+            users.setdefault(where, []).append((client_key, table_key, table))
+    shared: dict[tuple[str, str], list[str]] = {}
+    for (schema, name), entries in users.items():
+        if len(entries) < 2:
+            continue
+        where = f"{schema}.{name}"
+        owners = [c for c, _, _ in entries]
+        if len(set(owners)) < len(owners):
+            raise ValueError(f"client {owners[0]!r} syncs {where} twice")
+        columns = {t.postgres.client_column for _, _, t in entries}
+        if None in columns or len(columns) != 1:
+            raise ValueError(
+                f"clients {', '.join(owners)} share {where}: each must set the same "
+                "postgres.client_column (the column telling their rows apart, e.g. client_id)"
+            )
+        if len({t.postgres.key_column for _, _, t in entries}) != 1:
+            raise ValueError(f"clients {', '.join(owners)} share {where} with different key_column")
+        values = [portal_client_id(c, clients[c]) for c in owners]
+        if len(set(values)) != len(values):
+            raise ValueError(
+                f"clients {', '.join(owners)} share {where} with the same portal_client_id"
+            )
+        shared[(schema, name)] = owners
+    return shared

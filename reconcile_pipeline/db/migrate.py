@@ -40,14 +40,29 @@ def current_revision(engine: Engine) -> str | None:
         ).get_current_revision()
 
 
-def upgrade(engine_or_url: Engine | str) -> str:
+def legacy_client() -> str | None:
+    """The client a single-base deployment's bookkeeping belongs to when migration 0005 keys it
+    by client: the project file's first client (None when the file cannot be read; the
+    migration then refuses to guess if there are rows to carry over)."""
+    from reconcile_pipeline.config.load import ConfigError, load
+
+    try:
+        return next(iter(load().config.clients))
+    except ConfigError:
+        return None
+
+
+def upgrade(engine_or_url: Engine | str, legacy_client_key: str | None = None) -> str:
     """Bring the database to the head revision; a no-op when it is there already.
 
     A transaction-level advisory lock serialises concurrent upgrades (two processes starting at
-    once) so neither sees a half-applied schema.
+    once) so neither sees a half-applied schema. `legacy_client_key`: see `legacy_client`
+    (resolved from the project file when not given).
     """
     engine = create_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
     config = _alembic_config()
+    if current_revision(engine) != head_revision():
+        config.attributes["legacy_client"] = legacy_client_key or legacy_client()
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('reconcile_pipeline.migrate'))"))
         config.attributes["connection"] = conn

@@ -31,7 +31,7 @@ CREATE TRIGGER reconcile_capture_portal_change
     AFTER INSERT OR UPDATE ON public.campaigns
     FOR EACH ROW
     WHEN (current_setting('reconcile.origin', true) IS DISTINCT FROM 'reconciler')
-    EXECUTE FUNCTION reconcile.capture_portal_change('campaigns', 'airtable_record_id');
+    EXECUTE FUNCTION reconcile.capture_portal_change('demo', 'campaigns', 'airtable_record_id');
 """
 
 

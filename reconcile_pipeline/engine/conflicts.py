@@ -35,9 +35,10 @@ def list_open(repo: Repository, limit: int = 100) -> list[OpenConflict]:
             text(
                 "SELECT id, airtable_record_id, field, base_value, airtable_value, portal_value, "
                 "decided_value, decision, recommendation FROM reconcile.conflicts "
-                "WHERE table_key = :t AND status = 'open' ORDER BY detected_at, id LIMIT :limit"
+                "WHERE client = :c AND "
+                "table_key = :t AND status = 'open' ORDER BY detected_at, id LIMIT :limit"
             ),
-            {"t": repo.mapping.name, "limit": limit},
+            {"c": repo.mapping.client, "t": repo.mapping.name, "limit": limit},
         ).all()
     return [OpenConflict(*row) for row in rows]
 
@@ -47,8 +48,11 @@ def owns(repo: Repository, conflict_id: int) -> bool:
     with repo.engine.connect() as conn:
         return bool(
             conn.execute(
-                text("SELECT 1 FROM reconcile.conflicts WHERE id = :id AND table_key = :t"),
-                {"id": conflict_id, "t": repo.mapping.name},
+                text(
+                    "SELECT 1 FROM reconcile.conflicts WHERE id = :id AND client = :c AND "
+                    "table_key = :t"
+                ),
+                {"id": conflict_id, "c": repo.mapping.client, "t": repo.mapping.name},
             ).first()
         )
 
@@ -59,10 +63,11 @@ def resolve(repo: Repository, conflict_id: int, choice: Choice, value: Any = Non
         row = conn.execute(
             text(
                 "SELECT airtable_record_id, field, airtable_value, portal_value, decided_value "
-                "FROM reconcile.conflicts WHERE id = :id AND table_key = :t AND status = 'open' "
+                "FROM reconcile.conflicts WHERE id = :id AND client = :c AND "
+                "table_key = :t AND status = 'open' "
                 "FOR UPDATE"
             ),
-            {"id": conflict_id, "t": repo.mapping.name},
+            {"id": conflict_id, "c": repo.mapping.client, "t": repo.mapping.name},
         ).one_or_none()
         if row is None:
             raise LookupError(f"No open conflict {conflict_id}")
@@ -92,11 +97,13 @@ def resolve(repo: Repository, conflict_id: int, choice: Choice, value: Any = Non
         )
         conn.execute(
             text(
-                "INSERT INTO reconcile.change_history (table_key, airtable_record_id, field, "
-                "old_value, new_value, direction, reason) VALUES (:t, :rid, :field, "
+                "INSERT INTO reconcile.change_history (client, "
+                "table_key, airtable_record_id, field, "
+                "old_value, new_value, direction, reason) VALUES (:c, :t, :rid, :field, "
                 "CAST(:old AS jsonb), CAST(:new AS jsonb), 'airtable_to_postgres', :reason)"
             ),
             {
+                "c": repo.mapping.client,
                 "t": repo.mapping.name,
                 "rid": record_id,
                 "field": column,
@@ -115,7 +122,7 @@ def accept_all_recommendations(repo: Repository) -> int:
             text(
                 "UPDATE reconcile.conflicts SET status = 'resolved', resolved_value = "
                 "decided_value, resolution = 'accepted', resolved_at = now() "
-                "WHERE table_key = :t AND status = 'open'"
+                "WHERE client = :c AND table_key = :t AND status = 'open'"
             ),
-            {"t": repo.mapping.name},
+            {"c": repo.mapping.client, "t": repo.mapping.name},
         ).rowcount

@@ -53,12 +53,13 @@ def echoes_marked_dirty(repo: Repository, run_id: str) -> Finding:
         repo,
         "SELECT s.airtable_record_id AS record_id, s.portal_change_counter AS counter, "
         "s.pushed_counter AS pushed, s.portal_changed_xid::text AS transaction "
-        "FROM reconcile.sync_state s JOIN reconcile.runs r ON r.table_key = s.table_key "
+        "FROM reconcile.sync_state s JOIN reconcile.runs r ON r.client = s.client "
+        "AND r.table_key = s.table_key "
         "AND r.run_id = :run AND r.stage = 'pull' "
-        "WHERE s.table_key = :t AND s.portal_change_counter > s.pushed_counter "
+        "WHERE s.client = :c AND s.table_key = :t AND s.portal_change_counter > s.pushed_counter "
         "AND s.portal_changed_xid::text = ANY(r.transaction_ids) "
         "ORDER BY s.airtable_record_id LIMIT 100",
-        {"t": repo.mapping.name, "run": run_id},
+        {"c": repo.mapping.client, "t": repo.mapping.name, "run": run_id},
     )
     return _offenders(
         rows,
@@ -74,13 +75,15 @@ def repeated_pushes(repo: Repository, run_id: str) -> Finding:
         repo,
         "SELECT p.airtable_record_id AS record_id, p.counter_sent AS counter, "
         "count(*) AS times FROM reconcile.push_results p "
-        "WHERE p.table_key = :t AND p.run_id = :run AND p.outcome IN ('updated', 'conflict') "
+        "WHERE p.client = :c AND "
+        "p.table_key = :t AND p.run_id = :run AND p.outcome IN ('updated', 'conflict') "
         "AND p.fields_sent IS NOT NULL AND EXISTS (SELECT 1 FROM reconcile.push_results q "
-        "WHERE q.table_key = p.table_key AND q.airtable_record_id = p.airtable_record_id "
+        "WHERE q.client = p.client AND q.table_key = p.table_key "
+        "AND q.airtable_record_id = p.airtable_record_id "
         "AND q.counter_sent = p.counter_sent AND q.fields_sent IS NOT NULL "
         "AND q.outcome IN ('updated', 'conflict') AND q.id < p.id) "
         "GROUP BY 1, 2 LIMIT 100",
-        {"t": repo.mapping.name, "run": run_id},
+        {"c": repo.mapping.client, "t": repo.mapping.name, "run": run_id},
     )
     return _offenders(
         rows,
@@ -96,8 +99,8 @@ def duplicate_leads(repo: Repository) -> Finding:
     rows = _rows(
         repo,
         f"SELECT {key} AS record_id, count(*) AS leads FROM {table} WHERE {key} IS NOT NULL "
-        "GROUP BY 1 HAVING count(*) > 1 ORDER BY 2 DESC LIMIT 100",
-        {},
+        f"AND {repo.client_rows()} GROUP BY 1 HAVING count(*) > 1 ORDER BY 2 DESC LIMIT 100",
+        repo.client_params,
     )
     return _offenders(
         rows,
@@ -114,12 +117,13 @@ def records_repeated_in_pull(repo: Repository, run_id: str) -> Finding:
         repo,
         "SELECT id AS record_id, count(*) AS times FROM ("
         "SELECT jsonb_array_elements_text(stats -> 'repeated_ids') AS id FROM reconcile.runs "
-        "WHERE table_key = :t AND run_id = :run AND stage = 'fetch' "
+        "WHERE client = :c AND table_key = :t AND run_id = :run AND stage = 'fetch' "
         "UNION ALL SELECT airtable_record_id FROM reconcile.airtable_snapshots "
-        "WHERE table_key = :t AND run_id = :run AND airtable_record_id IN ("
-        "SELECT airtable_record_id FROM reconcile.airtable_snapshots WHERE table_key = :t "
+        "WHERE client = :c AND table_key = :t AND run_id = :run AND airtable_record_id IN ("
+        "SELECT airtable_record_id FROM reconcile.airtable_snapshots WHERE client = :c AND "
+        "table_key = :t "
         "AND run_id = :run GROUP BY 1 HAVING count(*) > 1)) r GROUP BY 1 ORDER BY 1 LIMIT 100",
-        {"t": repo.mapping.name, "run": run_id},
+        {"c": repo.mapping.client, "t": repo.mapping.name, "run": run_id},
     )
     return _offenders(
         rows,
@@ -154,8 +158,10 @@ def duplicate_contacts(repo: Repository) -> Finding:
         value = normalise[kind].format(col=col)
         parts.append(
             f"SELECT '{kind}' AS kind, {value} AS value, array_agg(l.{key} ORDER BY l.{key}) "
-            f"AS ids FROM {table} l LEFT JOIN reconcile.sync_state s ON s.table_key = :t "
+            f"AS ids FROM {table} l LEFT JOIN reconcile.sync_state s ON s.client = :c AND "
+            f"s.table_key = :t "
             f"AND s.airtable_record_id = l.{key} WHERE l.{col} IS NOT NULL "
+            f"AND {repo.client_rows('l')} "
             "AND s.deleted_at IS NULL GROUP BY 2 HAVING count(*) > 1"
         )
     if not parts:
@@ -165,7 +171,7 @@ def duplicate_contacts(repo: Repository) -> Finding:
         "SELECT kind, value, ids, cardinality(ids) AS leads FROM ("
         + " UNION ALL ".join(parts)
         + ") d ORDER BY leads DESC LIMIT 100",
-        {"t": repo.mapping.name},
+        {"c": repo.mapping.client, "t": repo.mapping.name, **repo.client_params},
     )
     for row in rows:
         row["ids"] = ", ".join(row["ids"][:5])
@@ -179,9 +185,10 @@ def duplicate_contacts(repo: Repository) -> Finding:
 def push_error_rate(repo: Repository, run_id: str, threshold: float) -> Finding:
     rows = _rows(
         repo,
-        "SELECT outcome, count(*) AS n FROM reconcile.push_results WHERE table_key = :t "
+        "SELECT outcome, count(*) AS n FROM reconcile.push_results WHERE client = :c AND "
+        "table_key = :t "
         "AND run_id = :run GROUP BY 1",
-        {"t": repo.mapping.name, "run": run_id},
+        {"c": repo.mapping.client, "t": repo.mapping.name, "run": run_id},
     )
     counts = {r["outcome"]: r["n"] for r in rows}
     attempted = sum(counts.values())
@@ -190,9 +197,9 @@ def push_error_rate(repo: Repository, run_id: str, threshold: float) -> Finding:
     examples = _rows(
         repo,
         "SELECT airtable_record_id AS record_id, outcome, left(error, 120) AS error "
-        "FROM reconcile.push_results WHERE table_key = :t AND run_id = :run "
+        "FROM reconcile.push_results WHERE client = :c AND table_key = :t AND run_id = :run "
         "AND outcome IN ('failed', 'quarantined') LIMIT :n",
-        {"t": repo.mapping.name, "run": run_id, "n": EXAMPLES},
+        {"c": repo.mapping.client, "t": repo.mapping.name, "run": run_id, "n": EXAMPLES},
     )
     return Finding(
         passed=rate <= threshold,
@@ -208,16 +215,16 @@ def quarantine_growth(repo: Repository, run_id: str) -> Finding:
     rows = _rows(
         repo,
         "SELECT airtable_record_id AS record_id, field, direction, left(reason, 160) AS reason "
-        "FROM reconcile.quarantine WHERE table_key = :t AND released_at IS NULL "
+        "FROM reconcile.quarantine WHERE client = :c AND table_key = :t AND released_at IS NULL "
         # attempts = 1: first held by this run (a field still bad on retry is not growth)
         "AND run_id = :run AND attempts = 1 ORDER BY last_seen_at DESC, id LIMIT 100",
-        {"t": repo.mapping.name, "run": run_id},
+        {"c": repo.mapping.client, "t": repo.mapping.name, "run": run_id},
     )
     total = _rows(
         repo,
-        "SELECT count(*) AS n FROM reconcile.quarantine WHERE table_key = :t "
+        "SELECT count(*) AS n FROM reconcile.quarantine WHERE client = :c AND table_key = :t "
         "AND released_at IS NULL",
-        {"t": repo.mapping.name},
+        {"c": repo.mapping.client, "t": repo.mapping.name},
     )[0]["n"]
     return Finding(
         passed=not rows,
@@ -244,20 +251,22 @@ def window_drift(repo: Repository, run_id: str) -> Finding:
         pushed = conn.execute(
             text(
                 "SELECT airtable_record_id, fields_sent FROM reconcile.push_results "
-                "WHERE table_key = :t AND run_id = :run AND fields_sent IS NOT NULL "
+                "WHERE client = :c AND "
+                "table_key = :t AND run_id = :run AND fields_sent IS NOT NULL "
                 "AND outcome IN ('updated', 'conflict') ORDER BY id"
             ),
-            {"t": repo.mapping.name, "run": run_id},
+            {"c": repo.mapping.client, "t": repo.mapping.name, "run": run_id},
         ).all()
         held = repo.held_fields(conn, "pull")
         snapshot_times = dict(
             conn.execute(
                 text(
                     "SELECT airtable_record_id, max(modified_time) FROM "
-                    "reconcile.airtable_snapshots WHERE table_key = :t AND run_id = :run "
+                    "reconcile.airtable_snapshots WHERE client = :c AND "
+                    "table_key = :t AND run_id = :run "
                     "GROUP BY 1"
                 ),
-                {"t": repo.mapping.name, "run": run_id},
+                {"c": repo.mapping.client, "t": repo.mapping.name, "run": run_id},
             ).all()
         )
     for rid, sent in pushed:
@@ -361,9 +370,10 @@ def portal_writes_to_airtable_fields(repo: Repository, run_id: str) -> Finding:
     rows = _rows(
         repo,
         "SELECT airtable_record_id AS record_id, field, old_value::text AS portal_wrote, "
-        "new_value::text AS restored FROM reconcile.change_history WHERE table_key = :t "
+        "new_value::text AS restored FROM reconcile.change_history WHERE client = :c AND "
+        "table_key = :t "
         "AND run_id = :run AND reason = 'reverted_portal_write' ORDER BY id LIMIT 100",
-        {"t": repo.mapping.name, "run": run_id},
+        {"c": repo.mapping.client, "t": repo.mapping.name, "run": run_id},
     )
     return _offenders(
         rows,
@@ -376,14 +386,15 @@ def freshness(repo: Repository, max_age: dt.timedelta) -> Finding:
     """The last successful push is recent and no portal edit waits longer than `max_age`."""
     rows = _rows(
         repo,
-        "SELECT (SELECT max(finished_at) FROM reconcile.runs WHERE table_key = :t "
+        "SELECT (SELECT max(finished_at) FROM reconcile.runs WHERE client = :c AND table_key = :t "
         "AND stage = 'push' AND NOT dry_run) AS last_push, "
-        "(SELECT min(s.portal_changed_at) FROM reconcile.sync_state s WHERE s.table_key = :t "
+        "(SELECT min(s.portal_changed_at) FROM reconcile.sync_state s WHERE s.client = :c AND "
+        "s.table_key = :t "
         "AND s.portal_change_counter > s.pushed_counter AND s.deleted_at IS NULL "
         f"AND EXISTS (SELECT 1 FROM {repo.table_sql} l WHERE l.{repo.key_sql} = "
         "s.airtable_record_id)) AS oldest_dirty, "
         "now() AS now",
-        {"t": repo.mapping.name},
+        {"c": repo.mapping.client, "t": repo.mapping.name},
     )[0]
     now = rows["now"]
     push_age = (now - rows["last_push"]) if rows["last_push"] else None

@@ -155,6 +155,14 @@ class TableMapping:
     # True when fields are addressed by Airtable field id (records are requested keyed by id).
     fields_by_id: bool = False
     airtable_table_name: str | None = None  # Airtable's name of the table, for display
+    # The client (one Airtable base) this table belongs to: with `name`, the key of every row of
+    # the reconciler's bookkeeping, so two clients syncing tables of the same name never meet.
+    client: str = "default"
+    # A portal table several clients share: the column telling their rows apart and this
+    # client's value in it. The sync fills it on the rows it inserts and reads, sweeps and
+    # captures only the rows holding `client_value`. None: the table is this client's alone.
+    client_column: str | None = None
+    client_value: str | None = None
 
     def __post_init__(self) -> None:
         columns = [f.column for f in self.fields]
@@ -163,6 +171,13 @@ class TableMapping:
         names = [f.airtable_name for f in self.fields]
         if len(set(names)) != len(names):
             raise ValueError(f"Mapping {self.name}: an Airtable field is mapped twice")
+        if (self.client_column is None) != (self.client_value is None):
+            raise ValueError(f"Mapping {self.name}: client_column and client_value go together")
+        if self.client_column is not None and self.client_column in columns:
+            raise ValueError(
+                f"Mapping {self.name}: the client column {self.client_column} is also a mapped "
+                "field; the sync fills it from the client's declaration"
+            )
         if self.soft_delete_column is not None and self.soft_delete_column in columns:
             raise ValueError(
                 f"Mapping {self.name}: the soft-delete column {self.soft_delete_column} is also "

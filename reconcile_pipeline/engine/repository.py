@@ -99,6 +99,16 @@ class Repository:
         self._columns = [f.column for f in mapping.fields]
         self._staging_types = {f.column: STAGING_SQL_TYPES[f.kind] for f in mapping.fields}
         self._record_def = self._staging_def(self._columns)
+        self.client_params = {"client_value": mapping.client_value}
+
+    def client_rows(self, alias: str | None = None) -> str:
+        """A condition keeping a scan of the portal table to this client's rows (a table
+        several clients share has a client column); always true otherwise. Bind
+        `client_params`."""
+        if self.mapping.client_column is None:
+            return "TRUE"
+        column = _quote(self.mapping.client_column)
+        return f"{alias + '.' if alias else ''}{column}::text = :client_value"
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -166,19 +176,25 @@ class Repository:
         with self.engine.begin() as conn:
             conn.execute(
                 text(
-                    "DELETE FROM reconcile.tracked_columns WHERE table_key = :t "
+                    "DELETE FROM reconcile.tracked_columns WHERE client = :c AND table_key = :t "
                     "AND NOT (column_name = ANY(:cols))"
                 ),
-                {"t": self.mapping.name, "cols": columns},
+                {"c": self.mapping.client, "t": self.mapping.name, "cols": columns},
             )
             conn.execute(
                 text(
-                    "INSERT INTO reconcile.tracked_columns (table_key, column_name, owner) "
-                    "SELECT :t, c, o FROM unnest(CAST(:cols AS text[]), CAST(:owners AS text[])) "
-                    "AS u(c, o) ON CONFLICT (table_key, column_name) DO UPDATE "
+                    "INSERT INTO reconcile.tracked_columns (client, table_key, column_name, owner) "
+                    "SELECT :c, :t, c, o FROM unnest(CAST(:cols AS text[]), "
+                    "CAST(:owners AS text[])) "
+                    "AS u(c, o) ON CONFLICT (client, table_key, column_name) DO UPDATE "
                     "SET owner = excluded.owner WHERE tracked_columns.owner <> excluded.owner"
                 ),
-                {"t": self.mapping.name, "cols": columns, "owners": owners},
+                {
+                    "c": self.mapping.client,
+                    "t": self.mapping.name,
+                    "cols": columns,
+                    "owners": owners,
+                },
             )
 
     def postgres_column_types(self) -> dict[str, str]:
@@ -225,11 +241,11 @@ class Repository:
                 "SELECT airtable_record_id, base_values, portal_change_counter, pushed_counter, "
                 "airtable_modified_at, last_pushed_values, echo_pending, deleted_at, "
                 "owned_write_counter, owned_reverted_counter, owned_write_columns "
-                "FROM reconcile.sync_state WHERE table_key = :t "
+                "FROM reconcile.sync_state WHERE client = :c AND table_key = :t "
                 f"AND airtable_record_id = ANY({_IDS_ARRAY})"
                 + (" ORDER BY airtable_record_id FOR UPDATE" if lock else "")
             ),
-            {"t": self.mapping.name, "ids": _json(list(record_ids))},
+            {"c": self.mapping.client, "t": self.mapping.name, "ids": _json(list(record_ids))},
         ).all()
         return {row[0]: SyncState(*row) for row in rows}
 
@@ -246,14 +262,14 @@ class Repository:
                 f"s.owned_write_counter, s.owned_write_counter > s.owned_reverted_counter, "
                 f"s.owned_write_columns, {select_list} FROM reconcile.sync_state s "
                 f"JOIN {self.table_sql} l ON l.{self.key_sql} = s.airtable_record_id "
-                "WHERE s.table_key = :t AND s.deleted_at IS NULL AND ("
+                "WHERE s.client = :c AND s.table_key = :t AND s.deleted_at IS NULL AND ("
                 "(s.portal_change_counter > s.pushed_counter "
                 "AND (CAST(:as_of AS timestamptz) IS NULL OR s.portal_changed_at < :as_of)) "
                 "OR s.owned_write_counter > s.owned_reverted_counter) "
                 "ORDER BY s.portal_changed_at NULLS FIRST, s.airtable_record_id "
                 "LIMIT :limit"
             ),
-            {"t": self.mapping.name, "as_of": as_of, "limit": limit},
+            {"c": self.mapping.client, "t": self.mapping.name, "as_of": as_of, "limit": limit},
         ).all()
         return [
             DirtyLead(
@@ -279,13 +295,14 @@ class Repository:
                 text(
                     "UPDATE reconcile.sync_state s SET pushed_counter = s.portal_change_counter, "
                     "owned_reverted_counter = s.owned_write_counter "
-                    "WHERE s.table_key = :t AND (s.portal_change_counter > s.pushed_counter "
+                    "WHERE s.client = :c AND "
+                    "s.table_key = :t AND (s.portal_change_counter > s.pushed_counter "
                     "OR s.owned_write_counter > s.owned_reverted_counter) "
                     f"AND NOT EXISTS (SELECT 1 FROM {self.table_sql} l "
                     f"WHERE l.{self.key_sql} = s.airtable_record_id) "
                     "RETURNING s.airtable_record_id"
                 ),
-                {"t": self.mapping.name},
+                {"c": self.mapping.client, "t": self.mapping.name},
             ).scalars()
         )
 
@@ -293,21 +310,24 @@ class Repository:
         with self.engine.connect() as conn:
             return conn.execute(
                 text(
-                    "SELECT count(*) FROM reconcile.sync_state s WHERE s.table_key = :t "
+                    "SELECT count(*) FROM reconcile.sync_state s WHERE s.client = :c AND "
+                    "s.table_key = :t "
                     "AND s.portal_change_counter > s.pushed_counter AND s.deleted_at IS NULL "
                     "AND (CAST(:as_of AS timestamptz) IS NULL OR s.portal_changed_at < :as_of) "
                     f"AND EXISTS (SELECT 1 FROM {self.table_sql} l "
                     f"WHERE l.{self.key_sql} = s.airtable_record_id)"
                 ),
-                {"t": self.mapping.name, "as_of": as_of},
+                {"c": self.mapping.client, "t": self.mapping.name, "as_of": as_of},
             ).scalar_one()
 
     def linked_record_ids(self, conn: Connection) -> list[str]:
         return list(
             conn.execute(
                 text(
-                    f"SELECT {self.key_sql} FROM {self.table_sql} WHERE {self.key_sql} IS NOT NULL"
-                )
+                    f"SELECT {self.key_sql} FROM {self.table_sql} WHERE {self.key_sql} IS NOT NULL "
+                    f"AND {self.client_rows()}"
+                ),
+                self.client_params,
             ).scalars()
         )
 
@@ -315,7 +335,11 @@ class Repository:
         """Every linked lead's canonical mapped values (for the full reconcile's comparison)."""
         select_list = ", ".join([self.key_sql] + [_quote(c) for c in self._columns])
         rows = conn.execute(
-            text(f"SELECT {select_list} FROM {self.table_sql} WHERE {self.key_sql} IS NOT NULL")
+            text(
+                f"SELECT {select_list} FROM {self.table_sql} WHERE {self.key_sql} IS NOT NULL "
+                f"AND {self.client_rows()}"
+            ),
+            self.client_params,
         ).all()
         specs = self.mapping.fields
         return {
@@ -332,19 +356,24 @@ class Repository:
         for row in rows:
             shapes.setdefault(tuple(c for c in self._columns if c in row), []).append(row)
         inserted = 0
+        # On a table several clients share, the row is filled with this client's value.
+        client_column = self.mapping.client_column
+        into_client = f", {_quote(client_column)}" if client_column else ""
+        client_value = ", :client_value" if client_column else ""
         for shape, group in shapes.items():
             columns = ", ".join([self.key_sql] + [_quote(c) for c in shape])
             inserted += conn.execute(
                 text(
                     # NOT EXISTS rather than ON CONFLICT: a portal table need not have a unique
                     # constraint on the key (the duplicate check reports it if so).
-                    f"INSERT INTO {self.table_sql} ({columns}) SELECT {columns} "
+                    f"INSERT INTO {self.table_sql} ({columns}{into_client}) "
+                    f"SELECT {columns}{client_value} "
                     f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
                     f"AS s({self._staging_def(shape)}) "
                     f"WHERE NOT EXISTS (SELECT 1 FROM {self.table_sql} AS l "
                     f"WHERE l.{self.key_sql} = s.{self.key_sql})"
                 ),
-                {"rows": _json(group)},
+                {"rows": _json(group), **self.client_params},
             ).rowcount
         return inserted
 
@@ -388,15 +417,15 @@ class Repository:
             return
         conn.execute(
             text(
-                "INSERT INTO reconcile.sync_state AS st (table_key, airtable_record_id, "
+                "INSERT INTO reconcile.sync_state AS st (client, table_key, airtable_record_id, "
                 "base_values, airtable_modified_at, airtable_created_at, last_pulled_at, "
                 "portal_change_counter, portal_changed_at, echo_pending, deleted_at) "
-                "SELECT :t, s.record_id, s.base_values, s.modified_at, s.created_at, now(), "
+                "SELECT :c, :t, s.record_id, s.base_values, s.modified_at, s.created_at, now(), "
                 "s.bump, CASE WHEN s.bump > 0 THEN now() END, s.echo_pending, s.deleted_at "
                 "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s(record_id text, "
                 "base_values jsonb, modified_at timestamptz, created_at timestamptz, bump int, "
                 "echo_pending boolean, deleted_at timestamptz) "
-                "ON CONFLICT (table_key, airtable_record_id) DO UPDATE SET "
+                "ON CONFLICT (client, table_key, airtable_record_id) DO UPDATE SET "
                 "base_values = excluded.base_values, "
                 "airtable_modified_at = coalesce(excluded.airtable_modified_at, "
                 "st.airtable_modified_at), "
@@ -407,7 +436,7 @@ class Repository:
                 " portal_changed_at = coalesce(excluded.portal_changed_at, st.portal_changed_at), "
                 "echo_pending = excluded.echo_pending, deleted_at = excluded.deleted_at"
             ),
-            {"t": self.mapping.name, "rows": _json(rows)},
+            {"c": self.mapping.client, "t": self.mapping.name, "rows": _json(rows)},
         )
 
     def touch_states(self, conn: Connection, rows: Sequence[dict]) -> None:
@@ -426,9 +455,9 @@ class Repository:
                 "last_pulled_at = now() "
                 "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s(record_id text, "
                 "modified_at timestamptz, created_at timestamptz) "
-                "WHERE st.table_key = :t AND st.airtable_record_id = s.record_id"
+                "WHERE st.client = :c AND st.table_key = :t AND st.airtable_record_id = s.record_id"
             ),
-            {"t": self.mapping.name, "rows": _json(rows)},
+            {"c": self.mapping.client, "t": self.mapping.name, "rows": _json(rows)},
         )
 
     def mark_pushed(self, conn: Connection, rows: Sequence[dict]) -> None:
@@ -460,9 +489,9 @@ class Repository:
                 "echo_pending = st.echo_pending OR s.sent <> '{}'::jsonb "
                 "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s(record_id text, base jsonb, "
                 "sent jsonb, counter bigint, owned_counter bigint) "
-                "WHERE st.table_key = :t AND st.airtable_record_id = s.record_id"
+                "WHERE st.client = :c AND st.table_key = :t AND st.airtable_record_id = s.record_id"
             ),
-            {"t": self.mapping.name, "rows": _json(rows)},
+            {"c": self.mapping.client, "t": self.mapping.name, "rows": _json(rows)},
         )
 
     def soft_delete(self, conn: Connection, record_ids: Sequence[str], deleted: bool) -> int:
@@ -472,18 +501,21 @@ class Repository:
         self.show_soft_delete(conn, record_ids, deleted)
         if deleted:
             statement = (
-                "INSERT INTO reconcile.sync_state (table_key, airtable_record_id, deleted_at) "
-                "SELECT :t, unnest(CAST(:ids AS text[])), now() "
-                "ON CONFLICT (table_key, airtable_record_id) DO UPDATE "
+                "INSERT INTO reconcile.sync_state (client, "
+                "table_key, airtable_record_id, deleted_at) "
+                "SELECT :c, :t, unnest(CAST(:ids AS text[])), now() "
+                "ON CONFLICT (client, table_key, airtable_record_id) DO UPDATE "
                 "SET deleted_at = now() WHERE sync_state.deleted_at IS NULL"
             )
         else:
             statement = (
-                "UPDATE reconcile.sync_state SET deleted_at = NULL WHERE table_key = :t "
+                "UPDATE reconcile.sync_state SET deleted_at = NULL WHERE client = :c AND "
+                "table_key = :t "
                 "AND airtable_record_id = ANY(:ids) AND deleted_at IS NOT NULL"
             )
         return conn.execute(
-            text(statement), {"t": self.mapping.name, "ids": list(record_ids)}
+            text(statement),
+            {"c": self.mapping.client, "t": self.mapping.name, "ids": list(record_ids)},
         ).rowcount
 
     def show_soft_delete(self, conn: Connection, record_ids: Sequence[str], deleted: bool) -> None:
@@ -506,9 +538,9 @@ class Repository:
             conn.execute(
                 text(
                     "SELECT airtable_record_id FROM reconcile.sync_state "
-                    "WHERE table_key = :t AND deleted_at IS NOT NULL"
+                    "WHERE client = :c AND table_key = :t AND deleted_at IS NOT NULL"
                 ),
-                {"t": self.mapping.name},
+                {"c": self.mapping.client, "t": self.mapping.name},
             ).scalars()
         )
 
@@ -521,7 +553,7 @@ class Repository:
         Ordered here rather than by `ORDER BY id`: the rows are wide, and sorting 10k of them
         in PostgreSQL spills past the default work_mem to disk.
         """
-        params = {"t": self.mapping.name, "run": run_id}
+        params = {"c": self.mapping.client, "t": self.mapping.name, "run": run_id}
         only_ids = ""
         if record_ids is not None:
             only_ids = f"AND airtable_record_id = ANY({_IDS_ARRAY})"
@@ -529,7 +561,8 @@ class Repository:
         rows = conn.execute(
             text(
                 "SELECT id, airtable_record_id, fields, created_time, raw_record "
-                "FROM reconcile.airtable_snapshots WHERE table_key = :t AND run_id = :run "
+                "FROM reconcile.airtable_snapshots WHERE client = :c AND "
+                "table_key = :t AND run_id = :run "
                 + only_ids
             ),
             params,
@@ -573,10 +606,10 @@ class Repository:
             conn.execute(
                 text(
                     "SELECT airtable_record_id, raw_value FROM reconcile.quarantine "
-                    "WHERE table_key = :t AND direction = 'pull' AND field = :f "
+                    "WHERE client = :c AND table_key = :t AND direction = 'pull' AND field = :f "
                     "AND released_at IS NULL"
                 ),
-                {"t": self.mapping.name, "f": column},
+                {"c": self.mapping.client, "t": self.mapping.name, "f": column},
             ).all()
         )
 
@@ -584,11 +617,17 @@ class Repository:
 
     def high_water_mark(self, conn: Connection | None = None) -> dt.datetime | None:
         """Pulls of this table have committed without a gap up to this time (None: never)."""
-        sql = text("SELECT mark FROM reconcile.high_water_marks WHERE table_key = :t")
+        sql = text(
+            "SELECT mark FROM reconcile.high_water_marks WHERE client = :c AND table_key = :t"
+        )
         if conn is not None:
-            return conn.execute(sql, {"t": self.mapping.name}).scalar_one_or_none()
+            return conn.execute(
+                sql, {"c": self.mapping.client, "t": self.mapping.name}
+            ).scalar_one_or_none()
         with self.engine.connect() as own:
-            return own.execute(sql, {"t": self.mapping.name}).scalar_one_or_none()
+            return own.execute(
+                sql, {"c": self.mapping.client, "t": self.mapping.name}
+            ).scalar_one_or_none()
 
     def record_pull(
         self, run: RunContext, pull_start: dt.datetime | None, pull_end: dt.datetime
@@ -597,11 +636,12 @@ class Repository:
         with self.engine.begin() as conn:
             conn.execute(
                 text(
-                    "INSERT INTO reconcile.pull_coverage (table_key, run_id, pull_start, "
-                    "pull_end, window_start, window_end) VALUES (:t, :run_id, :start, :end, "
+                    "INSERT INTO reconcile.pull_coverage (client, table_key, run_id, pull_start, "
+                    "pull_end, window_start, window_end) VALUES (:c, :t, :run_id, :start, :end, "
                     ":window_start, :window_end)"
                 ),
                 {
+                    "c": self.mapping.client,
                     "t": self.mapping.name,
                     "start": pull_start,
                     "end": pull_end,
@@ -614,22 +654,24 @@ class Repository:
         end if it started at or before the mark (contiguous coverage); returns the mark."""
         pulled = conn.execute(
             text(
-                "UPDATE reconcile.pull_coverage SET committed_at = now() WHERE table_key = :t "
+                "UPDATE reconcile.pull_coverage SET committed_at = now() WHERE client = :c AND "
+                "table_key = :t "
                 "AND run_id = :run_id AND committed_at IS NULL RETURNING pull_start, pull_end"
             ),
-            {"t": self.mapping.name, "run_id": run.run_id},
+            {"c": self.mapping.client, "t": self.mapping.name, "run_id": run.run_id},
         ).all()
         for pull_start, pull_end in pulled:
             conn.execute(
                 text(
-                    "INSERT INTO reconcile.high_water_marks AS m (table_key, mark, run_id) "
+                    "INSERT INTO reconcile.high_water_marks AS m (client, table_key, mark, run_id) "
                     # A full pull (no start) sets the mark whatever it was; a windowed pull
                     # moves it only when it started at or before it (no gap left behind).
-                    "SELECT :t, :end, :run_id WHERE CAST(:start AS timestamptz) IS NULL "
-                    "ON CONFLICT (table_key) DO UPDATE SET mark = excluded.mark, "
+                    "SELECT :c, :t, :end, :run_id WHERE CAST(:start AS timestamptz) IS NULL "
+                    "ON CONFLICT (client, table_key) DO UPDATE SET mark = excluded.mark, "
                     "run_id = excluded.run_id, updated_at = now() WHERE m.mark < excluded.mark"
                 ),
                 {
+                    "c": self.mapping.client,
                     "t": self.mapping.name,
                     "start": pull_start,
                     "end": pull_end,
@@ -639,10 +681,11 @@ class Repository:
             conn.execute(
                 text(
                     "UPDATE reconcile.high_water_marks SET mark = :end, run_id = :run_id, "
-                    "updated_at = now() WHERE table_key = :t AND mark < :end "
+                    "updated_at = now() WHERE client = :c AND table_key = :t AND mark < :end "
                     "AND mark >= :start"
                 ),
                 {
+                    "c": self.mapping.client,
                     "t": self.mapping.name,
                     "start": pull_start,
                     "end": pull_end,
@@ -660,10 +703,11 @@ class Repository:
             for start, end in conn.execute(
                 text(
                     "SELECT pull_start, pull_end FROM reconcile.pull_coverage "
-                    "WHERE table_key = :t AND committed_at IS NOT NULL AND pull_end > :since "
+                    "WHERE client = :c AND "
+                    "table_key = :t AND committed_at IS NOT NULL AND pull_end > :since "
                     "ORDER BY pull_start NULLS FIRST"
                 ),
-                {"t": self.mapping.name, "since": since},
+                {"c": self.mapping.client, "t": self.mapping.name, "since": since},
             ).all()
         ]
 
@@ -696,15 +740,21 @@ class Repository:
             )
         conn.execute(
             text(
-                "INSERT INTO reconcile.airtable_snapshots (table_key, airtable_record_id, fields, "
+                "INSERT INTO reconcile.airtable_snapshots (client, "
+                "table_key, airtable_record_id, fields, "
                 "raw_record, created_time, modified_time, run_id, window_start, window_end) "
-                "SELECT :t, s.record_id, s.fields, s.raw_record, s.created_time, "
+                "SELECT :c, :t, s.record_id, s.fields, s.raw_record, s.created_time, "
                 "s.modified_time, :run_id, :window_start, :window_end "
                 "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
                 "AS s(record_id text, fields jsonb, raw_record text, created_time timestamptz, "
                 "modified_time timestamptz)"
             ),
-            {"t": self.mapping.name, "rows": _json(rows), **self._audit_params(run)},
+            {
+                "c": self.mapping.client,
+                "t": self.mapping.name,
+                "rows": _json(rows),
+                **self._audit_params(run),
+            },
         )
 
     def insert_history(self, conn: Connection, rows: Sequence[dict], run: RunContext) -> None:
@@ -713,14 +763,21 @@ class Repository:
             return
         conn.execute(
             text(
-                "INSERT INTO reconcile.change_history (table_key, airtable_record_id, field, "
+                "INSERT INTO reconcile.change_history (client, "
+                "table_key, airtable_record_id, field, "
                 "old_value, new_value, direction, reason, run_id, window_start, window_end) "
-                "SELECT :t, s.record_id, s.field, s.old, s.new, s.direction, s.reason, :run_id, "
+                "SELECT :c, :t, s.record_id, s.field, s.old, s.new, s.direction, s.reason, "
+                ":run_id, "
                 ":window_start, :window_end FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
                 "AS s(record_id text, field text, old jsonb, new jsonb, direction text, "
                 "reason text)"
             ),
-            {"t": self.mapping.name, "rows": _json(rows), **self._audit_params(run)},
+            {
+                "c": self.mapping.client,
+                "t": self.mapping.name,
+                "rows": _json(rows),
+                **self._audit_params(run),
+            },
         )
 
     def insert_conflicts(self, conn: Connection, rows: Sequence[dict], run: RunContext) -> None:
@@ -730,16 +787,21 @@ class Repository:
             return
         conn.execute(
             text(
-                "INSERT INTO reconcile.conflicts (table_key, airtable_record_id, field, "
+                "INSERT INTO reconcile.conflicts (client, table_key, airtable_record_id, field, "
                 "base_value, airtable_value, portal_value, decided_value, policy, decision, "
                 "recommendation, run_id, window_start, window_end) "
-                "SELECT :t, s.record_id, s.field, s.base, s.airtable, s.portal, s.decided, "
+                "SELECT :c, :t, s.record_id, s.field, s.base, s.airtable, s.portal, s.decided, "
                 "s.policy, s.decision, s.recommendation, :run_id, :window_start, :window_end "
                 "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s(record_id text, field text, "
                 "base jsonb, airtable jsonb, portal jsonb, decided jsonb, policy text, "
                 "decision text, recommendation text)"
             ),
-            {"t": self.mapping.name, "rows": _json(rows), **self._audit_params(run)},
+            {
+                "c": self.mapping.client,
+                "t": self.mapping.name,
+                "rows": _json(rows),
+                **self._audit_params(run),
+            },
         )
 
     def quarantine(
@@ -752,18 +814,20 @@ class Repository:
             return
         conn.execute(
             text(
-                "INSERT INTO reconcile.quarantine AS q (table_key, airtable_record_id, field, "
+                "INSERT INTO reconcile.quarantine AS q (client, "
+                "table_key, airtable_record_id, field, "
                 "direction, reason, raw_value, raw_payload, run_id) "
-                "SELECT :t, s.record_id, coalesce(s.field, '*'), :direction, s.reason, s.raw, "
+                "SELECT :c, :t, s.record_id, coalesce(s.field, '*'), :direction, s.reason, s.raw, "
                 "s.payload, :run_id "
                 "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s(record_id text, field text, "
                 "reason text, raw jsonb, payload jsonb) "
-                "ON CONFLICT (table_key, airtable_record_id, direction, field) "
+                "ON CONFLICT (client, table_key, airtable_record_id, direction, field) "
                 "WHERE released_at IS NULL DO UPDATE SET reason = excluded.reason, "
                 "raw_value = excluded.raw_value, raw_payload = excluded.raw_payload, "
                 "attempts = q.attempts + 1, last_seen_at = now(), run_id = excluded.run_id"
             ),
             {
+                "c": self.mapping.client,
                 "t": self.mapping.name,
                 "rows": _json(rows),
                 "direction": direction,
@@ -778,9 +842,10 @@ class Repository:
             for rid, fld in conn.execute(
                 text(
                     "SELECT airtable_record_id, field FROM reconcile.quarantine "
-                    "WHERE table_key = :t AND direction = :d AND released_at IS NULL"
+                    "WHERE client = :c AND "
+                    "table_key = :t AND direction = :d AND released_at IS NULL"
                 ),
-                {"t": self.mapping.name, "d": direction},
+                {"c": self.mapping.client, "t": self.mapping.name, "d": direction},
             ).all()
         }
 
@@ -803,10 +868,12 @@ class Repository:
             text(
                 "UPDATE reconcile.quarantine q SET released_at = now() "
                 "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s(record_id text, field text) "
-                "WHERE q.table_key = :t AND q.direction = :d AND q.released_at IS NULL "
+                "WHERE q.client = :c AND "
+                "q.table_key = :t AND q.direction = :d AND q.released_at IS NULL "
                 "AND q.airtable_record_id = s.record_id AND q.field = s.field"
             ),
             {
+                "c": self.mapping.client,
                 "t": self.mapping.name,
                 "d": direction,
                 "rows": _json([{"record_id": r, "field": f} for r, f in wanted]),
@@ -819,14 +886,20 @@ class Repository:
             return
         conn.execute(
             text(
-                "INSERT INTO reconcile.push_results (table_key, airtable_record_id, outcome, "
+                "INSERT INTO reconcile.push_results (client, "
+                "table_key, airtable_record_id, outcome, "
                 "fields_sent, counter_sent, error, run_id, window_start, window_end) "
-                "SELECT :t, s.record_id, s.outcome, s.fields_sent, s.counter_sent, s.error, "
+                "SELECT :c, :t, s.record_id, s.outcome, s.fields_sent, s.counter_sent, s.error, "
                 ":run_id, :window_start, :window_end FROM jsonb_to_recordset(CAST(:rows AS "
                 "jsonb)) AS s(record_id text, outcome text, fields_sent jsonb, "
                 "counter_sent bigint, error text)"
             ),
-            {"t": self.mapping.name, "rows": _json(rows), **self._audit_params(run)},
+            {
+                "c": self.mapping.client,
+                "t": self.mapping.name,
+                "rows": _json(rows),
+                **self._audit_params(run),
+            },
         )
 
     def record_run(
@@ -840,12 +913,13 @@ class Repository:
         with self.engine.begin() as conn:
             conn.execute(
                 text(
-                    "INSERT INTO reconcile.runs (table_key, stage, run_id, window_start, "
-                    "window_end, dry_run, stats, started_at, transaction_ids) VALUES (:t, "
+                    "INSERT INTO reconcile.runs (client, table_key, stage, run_id, window_start, "
+                    "window_end, dry_run, stats, started_at, transaction_ids) VALUES (:c, :t, "
                     ":stage, :run_id, :window_start, :window_end, :dry_run, "
                     "CAST(:stats AS jsonb), :started_at, CAST(:xids AS text[]))"
                 ),
                 {
+                    "c": self.mapping.client,
                     "t": self.mapping.name,
                     "stage": stage,
                     "xids": list(transaction_ids),

@@ -360,11 +360,11 @@ def test_c8_a_genuine_portal_edit_racing_the_merge_is_not_an_echo(emulator, engi
 
 
 def origin_blind_trigger_sql() -> str:
-    """The capture trigger of migration 0004 as a broken deployment might have it: blind to the
+    """The capture trigger of migration 0005 as a broken deployment might have it: blind to the
     reconciler's origin tag (no WHEN condition, no check in the body)."""
     from reconcile_pipeline.db.migrate import MIGRATIONS_DIR
 
-    source = (MIGRATIONS_DIR / "versions" / "0004_trust.py").read_text()
+    source = (MIGRATIONS_DIR / "versions" / "0005_clients.py").read_text()
     body = source[source.index("CREATE OR REPLACE FUNCTION reconcile.capture_portal_change") :]
     body = body[: body.index("$fn$;") + len("$fn$;")]
     check = body[body.index("    IF current_setting") : body.index("END IF;") + len("END IF;")]
@@ -375,7 +375,8 @@ def origin_blind_trigger_sql() -> str:
         body
         + " DROP TRIGGER reconcile_capture_portal_change ON public.leads;"
         + " CREATE TRIGGER reconcile_capture_portal_change AFTER UPDATE ON public.leads"
-        + " FOR EACH ROW EXECUTE FUNCTION reconcile.capture_blind('leads', 'airtable_record_id');"
+        + " FOR EACH ROW EXECUTE FUNCTION reconcile.capture_blind('demo', 'leads', "
+        + "'airtable_record_id');"
     )
 
 
@@ -714,9 +715,9 @@ def test_pull_continuity_reports_a_hole_between_committed_pulls(engine, repo):
     with engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO reconcile.pull_coverage (table_key, run_id, pull_start, pull_end, "
-                "committed_at) VALUES ('leads', 'a', :s1, :e1, now()), "
-                "('leads', 'b', :s2, :e2, now())"
+                "INSERT INTO reconcile.pull_coverage (client, table_key, run_id, pull_start, "
+                "pull_end, committed_at) VALUES ('demo', 'leads', 'a', :s1, :e1, now()), "
+                "('demo', 'leads', 'b', :s2, :e2, now())"
             ),
             {
                 "s1": now_ - dt.timedelta(hours=3),
@@ -726,7 +727,10 @@ def test_pull_continuity_reports_a_hole_between_committed_pulls(engine, repo):
             },
         )
         conn.execute(
-            text("INSERT INTO reconcile.high_water_marks (table_key, mark) VALUES ('leads', :m)"),
+            text(
+                "INSERT INTO reconcile.high_water_marks (client, table_key, mark) "
+                "VALUES ('demo', 'leads', :m)"
+            ),
             {"m": now_},
         )
 

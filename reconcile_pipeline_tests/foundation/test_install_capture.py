@@ -155,7 +155,7 @@ def test_db_upgrade_installs_the_trigger_on_a_second_configured_table(
         ("leads", TRIGGER),
         ("prospects", TRIGGER),
     ]
-    assert "capture_portal_change('prospects', 'record_ref')" in triggers(engine)[2][3]
+    assert "capture_portal_change('demo', 'prospects', 'record_ref')" in triggers(engine)[2][3]
     assert tracked(engine, "prospects") == {
         "name": "airtable",
         "stage": "airtable",
@@ -256,13 +256,14 @@ def test_capture_problems_and_install_repair_each_kind_of_drift(engine, prospect
             text(
                 f"DROP TRIGGER {TRIGGER} ON public.prospects; "
                 f"CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE ON public.prospects FOR EACH ROW "
-                "EXECUTE FUNCTION reconcile.capture_portal_change('old_key', 'record_ref'); "
-                "INSERT INTO reconcile.tracked_columns VALUES ('old_key', 'name', 'portal')"
+                "EXECUTE FUNCTION reconcile.capture_portal_change('demo', 'old_key', "
+                "'record_ref'); INSERT INTO reconcile.tracked_columns "
+                "VALUES ('old_key', 'name', 'portal', 'demo')"
             )
         )
     assert capture_problems(engine, prospects) == [
-        "the capture trigger on public.prospects has the wrong arguments ('old_key', "
-        "'record_ref'), expected ('prospects', 'record_ref')"
+        "the capture trigger on public.prospects has the wrong arguments ('demo', 'old_key', "
+        "'record_ref'), expected ('demo', 'prospects', 'record_ref')"
     ]
     report = install_capture(engine, mappings)
     assert any(
@@ -290,9 +291,11 @@ def test_capture_problems_and_install_repair_each_kind_of_drift(engine, prospect
             text(
                 f"DROP TRIGGER {TRIGGER} ON public.prospects; "
                 f"CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE ON public.prospects FOR EACH ROW "
-                "EXECUTE FUNCTION reconcile.capture_portal_change('prospects', 'record_ref'); "
+                "EXECUTE FUNCTION reconcile.capture_portal_change('demo', 'prospects', "
+                "'record_ref'); "
                 "CREATE TRIGGER extra_capture AFTER UPDATE ON public.prospects FOR EACH ROW "
-                "EXECUTE FUNCTION reconcile.capture_portal_change('prospects', 'record_ref')"
+                "EXECUTE FUNCTION reconcile.capture_portal_change('demo', 'prospects', "
+                "'record_ref')"
             )
         )
     assert capture_problems(engine, prospects) == []
@@ -312,7 +315,7 @@ def test_capture_problems_and_install_repair_each_kind_of_drift(engine, prospect
                 "UPDATE reconcile.tracked_columns SET owner = 'portal' "
                 "WHERE table_key = 'prospects' AND column_name = 'stage'; "
                 "INSERT INTO reconcile.tracked_columns VALUES ('prospects', 'local_score', "
-                "'portal')"
+                "'portal', 'demo')"
             )
         )
     assert tracked_problems(engine, prospects) == [
@@ -330,7 +333,7 @@ def test_two_tables_on_one_postgres_table_are_refused(engine, tmp_path):
     config = tmp_path / "reconcile.yaml"
     config.write_text(yaml.safe_dump(data), encoding="utf-8")
 
-    with pytest.raises(ConfigError, match="both sync public.leads"):
+    with pytest.raises(ConfigError, match="client 'demo' syncs public.leads twice"):
         project_mappings(load(config))
 
 

@@ -116,3 +116,87 @@ def test_upgrade_installs_on_top_of_an_existing_portal_leads_table(empty_databas
     columns = {c["name"] for c in inspect(engine).get_columns("leads", schema="public")}
     assert "campaign_ref" not in columns
     engine.dispose()
+
+
+def _upgrade_to(engine, revision: str, legacy_client: str | None = None) -> None:
+    from alembic import command
+
+    from reconcile_pipeline.db.migrate import _alembic_config
+
+    config = _alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        if legacy_client is not None:
+            config.attributes["legacy_client"] = legacy_client
+        command.upgrade(config, revision)
+
+
+def _single_base_rows(engine) -> None:
+    """What a single-base deployment at revision 0004 holds: a captured edit (migration 0001
+    watches claimed_by), a mark."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO public.leads (airtable_record_id, claimed_by) "
+                "VALUES ('recOld00000000001', 'ann');"
+                "INSERT INTO reconcile.high_water_marks (table_key, mark) VALUES ('leads', now())"
+            )
+        )
+
+
+def test_0005_carries_a_single_base_deployment_over_to_its_client(empty_database_url):
+    engine = create_engine(empty_database_url)
+    _upgrade_to(engine, "0004_trust")
+    _single_base_rows(engine)
+
+    _upgrade_to(engine, "head", legacy_client="acme")
+
+    with engine.begin() as conn:
+        assert conn.execute(
+            text("SELECT client, table_key, portal_change_counter FROM reconcile.sync_state")
+        ).all() == [("acme", "leads", 1)]
+        assert conn.execute(
+            text("SELECT client, table_key FROM reconcile.high_water_marks")
+        ).all() == [("acme", "leads")]
+        # The trigger was rewritten for the client: an edit made right after the upgrade (before
+        # any `reconcile db upgrade` reinstalls triggers) is still captured, under the client.
+        conn.execute(
+            text("UPDATE public.leads SET claimed_by = 'bo' WHERE airtable_record_id = :r"),
+            {"r": "recOld00000000001"},
+        )
+        assert conn.execute(
+            text("SELECT client, portal_change_counter FROM reconcile.sync_state")
+        ).all() == [("acme", 2)]
+
+
+def test_0005_refuses_to_guess_the_client_of_existing_rows(empty_database_url):
+    import pytest
+
+    engine = create_engine(empty_database_url)
+    _upgrade_to(engine, "0004_trust")
+    _single_base_rows(engine)
+
+    with pytest.raises(RuntimeError, match="legacy_client"):
+        _upgrade_to(engine, "head")
+    assert current_revision(engine) == "0004_trust"  # nothing half-applied
+
+
+def test_0005_downgrades_while_one_client_is_held(empty_database_url):
+    from alembic import command
+
+    from reconcile_pipeline.db.migrate import _alembic_config
+
+    engine = create_engine(empty_database_url)
+    _upgrade_to(engine, "0004_trust")
+    _single_base_rows(engine)
+    before = _schema_fingerprint(engine)
+    _upgrade_to(engine, "head", legacy_client="acme")
+    config = _alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0004_trust")
+
+    after = _schema_fingerprint(engine)
+    assert after["columns"] == before["columns"]
+    assert after["indexes"] == before["indexes"]
+    assert after["triggers"] == before["triggers"]
