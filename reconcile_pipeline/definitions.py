@@ -1,8 +1,10 @@
 """The Dagster code location: imports and assembles, nothing else.
 
-Every resource value comes from an environment variable read at run time (`EnvVar`); the
-`reconcile` CLI exports the embedded defaults (PostgreSQL, the Airtable emulator) for the
-variables you leave unset. See README "Environment".
+One location serves every client of the project file (README "Many clients"): per client its
+assets, checks, jobs, schedules and an Airtable resource `airtable_<client>` bound to the client's
+base and the variable its token is in. Every resource value comes from an environment variable
+read at run time (`EnvVar`); the `reconcile` CLI exports the embedded defaults (PostgreSQL, the
+Airtable emulator) for the variables you leave unset. See README "Environment".
 """
 
 import dagster as dg
@@ -11,17 +13,23 @@ from reconcile_pipeline.airtable.resource import AirtableResource
 from reconcile_pipeline.defs.alert_resource import alert_webhook_resource
 from reconcile_pipeline.defs.assets import reconcile_assets
 from reconcile_pipeline.defs.checks import reconcile_checks
-from reconcile_pipeline.defs.jobs import (
-    delete_sweep_job,
-    delete_sweep_schedule,
-    full_reconcile_job,
-    full_reconcile_schedule,
-    reconcile_job,
-)
-from reconcile_pipeline.defs.project import base_id, client
-from reconcile_pipeline.defs.resources import PostgresResource
-from reconcile_pipeline.defs.schedules import reconcile_schedule
+from reconcile_pipeline.defs.jobs import reconcile_jobs, reconcile_schedules
+from reconcile_pipeline.defs.naming import airtable_resource_key
+from reconcile_pipeline.defs.project import clients
+from reconcile_pipeline.defs.resources import PostgresResource, env_var_if_set
 from reconcile_pipeline.defs.sensors import failed_check_alert_sensor, reconcile_run_failure_alert
+
+
+def _airtable_resource(base_id: str, token_env: str) -> AirtableResource:
+    endpoint = env_var_if_set("AIRTABLE_ENDPOINT_URL")  # unset: api.airtable.com
+    return AirtableResource(
+        # The NAME of the token's variable comes from the project file; its value is read at
+        # run time and never shown.
+        api_key=dg.EnvVar(token_env),
+        base_id=base_id,
+        **({"endpoint_url": endpoint} if endpoint is not None else {}),
+    )
+
 
 defs = dg.Definitions(
     # In-process for every run, including materializations launched from the UI: a reconcile
@@ -29,17 +37,14 @@ defs = dg.Definitions(
     executor=dg.in_process_executor,
     assets=reconcile_assets,
     asset_checks=reconcile_checks,
-    jobs=[reconcile_job, delete_sweep_job, full_reconcile_job],
-    schedules=[reconcile_schedule, delete_sweep_schedule, full_reconcile_schedule],
+    jobs=reconcile_jobs,
+    schedules=reconcile_schedules,
     sensors=[failed_check_alert_sensor, reconcile_run_failure_alert],
     resources={
-        "airtable": AirtableResource(
-            # The NAME of the token's variable comes from the project file; its value is read
-            # at run time and never shown.
-            api_key=dg.EnvVar(client()[1].token_env),
-            base_id=base_id(),
-            endpoint_url=dg.EnvVar("AIRTABLE_ENDPOINT_URL"),
-        ),
+        **{
+            airtable_resource_key(spec.key): _airtable_resource(spec.base_id, spec.token_env)
+            for spec in clients()
+        },
         "postgres": PostgresResource(database_url=dg.EnvVar("DATABASE_URL")),
         "alert_webhook": alert_webhook_resource(),
     },

@@ -73,8 +73,9 @@ def _demo_portal(url: str) -> None:
 
 
 def register_base_pool(pool: str | None = None) -> bool:
-    """Give this base's concurrency pool its limit in the Dagster instance before the daemon
-    runs; returns whether it did. Best-effort: a failure is logged, never raised.
+    """Give a base's concurrency pool (`pool`, else every client's) its limit in the Dagster
+    instance before the daemon runs; returns whether it did (for any). Best-effort: a failure is
+    logged, never raised.
 
     The queued-run daemon creates a pool's limit (dagster.yaml's default, 1) only when it first
     sees a queued run of it, and does not hold that run back in the same pass; registering the
@@ -84,9 +85,12 @@ def register_base_pool(pool: str | None = None) -> bool:
     """
     import dagster as dg
 
-    from reconcile_pipeline.defs.schedules import base_id_from_env, base_pool
+    if pool is None:  # every client's base
+        from reconcile_pipeline.defs.naming import base_pool
+        from reconcile_pipeline.defs.project import clients
 
-    pool = pool or base_pool(base_id_from_env())
+        done = [register_base_pool(base_pool(spec.base_id)) for spec in clients()]
+        return any(done)
     try:
         with dg.DagsterInstance.get() as instance:
             storage = instance.event_log_storage

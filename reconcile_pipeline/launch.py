@@ -1,24 +1,25 @@
 """Launch reconcile runs from the command line against the configured Dagster instance.
 
 `dagster job backfill` ignores backfill policies (one run per partition); this runs a range of
-windows as ONE run of `reconcile_job` (one Airtable query for the whole range), recorded in the
-instance like any run, so it shows in the UI.
+windows as ONE run of a client's reconcile job (one Airtable query per table for the whole
+range), recorded in the instance like any run, so it shows in the UI. Every client of the
+project file runs in turn, or the one named.
 """
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+import os
+import uuid
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 
 from reconcile_pipeline.definitions import defs
-from reconcile_pipeline.defs.assets import project_tables
+from reconcile_pipeline.defs.assets import client_tables
+from reconcile_pipeline.defs.naming import reconcile_job_name, run_tags
 from reconcile_pipeline.defs.partitions import partition_key_for
-from reconcile_pipeline.defs.schedules import (
-    base_id_from_env,
-    reconcile_run_tags,
-    windows_to_request,
-)
+from reconcile_pipeline.defs.project import ClientSpec, client_by_key, clients
+from reconcile_pipeline.defs.schedules import windows_to_request
 from reconcile_pipeline.defs.sensors import fail_dead_runs
 from reconcile_pipeline.instance import current_worker
 
@@ -38,10 +39,12 @@ def range_tags(hours: float, now: dt.datetime | None = None) -> dict[str, str]:
 
 
 def see_run_hint(run_id: str) -> str:
-    """How to look at a run: the UI on the same instance (DAGSTER_HOME)."""
+    """How to look at a run: the UI on the same instance (DAGSTER_HOME), at the run's page."""
+    ui = (os.environ.get("RECONCILE_DAGSTER_UI_URL") or "").strip().rstrip("/")
+    where = f"{ui}/runs/{run_id}" if ui else f"http://127.0.0.1:3000/runs/{run_id}"
     return (
         f"See run {run_id} in the Dagster UI: `reconcile ui` (or your dagster-webserver on the "
-        "same DAGSTER_HOME), then Runs."
+        f"same DAGSTER_HOME), then {where}; `--verbose` prints its event log here."
     )
 
 
@@ -56,45 +59,74 @@ def run_reconcile(
     dry_run: bool = False,
     log_level: str = "INFO",
     now: dt.datetime | None = None,
+    on_start: Callable[[str, str | None], None] | None = None,
+    client: str | None = None,
 ) -> Iterator[dg.ExecuteInProcessResult]:
-    """Run `reconcile_job` in this process; yields one result per run.
+    """Run each client's reconcile job (or `client`'s only) in this process; yields one result
+    per run. A client's failure does not stop the next client's runs.
 
     hours=0: the schedule's windows at `now` (the window containing it and the one containing
     now − 15 min), one run each, so one or two runs depending on the clock; hours>0: one run
     over every window of the last `hours`. `now` defaults to the current time.
+
+    `log_level` is the threshold of the run's Dagster console log (stderr): "CRITICAL" keeps it
+    quiet (a failed step's stack trace included), the event log stays in the instance.
+    `on_start(run_id, partition key or None)` is called before each run starts.
     """
-    job = defs.resolve_job_def("reconcile_job")
     # Runs of a process that was killed earlier on this host end as failed before new ones
     # start, even when no daemon runs the sensor that does it otherwise.
     try:
         fail_dead_runs(instance, logger)
     except Exception as exc:  # best effort: the sensor does it too, and the runs must go on
         logger.warning("Could not check for dead runs (%s): %s", type(exc).__name__, exc)
+    now = now or dt.datetime.now(dt.UTC)
+    chosen: tuple[ClientSpec, ...] = (client_by_key(client),) if client else clients()
+    for spec in chosen:
+        yield from _run_client(instance, spec, hours, dry_run, log_level, now, on_start)
+
+
+def _run_client(
+    instance: dg.DagsterInstance,
+    spec: ClientSpec,
+    hours: float,
+    dry_run: bool,
+    log_level: str,
+    now: dt.datetime,
+    on_start: Callable[[str, str | None], None] | None,
+) -> Iterator[dg.ExecuteInProcessResult]:
+    job = defs.resolve_job_def(reconcile_job_name(spec.key))
     # This process runs them: if it dies, the run failure sensor (or the next CLI run here)
     # finds the run's process gone and marks the run failed.
-    tags = {**reconcile_run_tags(base_id_from_env()), **current_worker().tags()}
+    tags = {**run_tags(spec.key, spec.base_id, spec.token_env), **current_worker().tags()}
     run_config = {
         "ops": {
             asset.op.name: {"config": {"dry_run": dry_run}}
-            for table in project_tables
+            for table in client_tables[spec.key]
             for asset in (table.merged, table.pushed)
         },
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
-    now = now or dt.datetime.now(dt.UTC)
     if hours > 0:
+        run_id = str(uuid.uuid4())  # known before the run starts, to print it
+        if on_start is not None:
+            on_start(run_id, None)
         yield job.execute_in_process(
             instance=instance,
             tags={**tags, **range_tags(hours, now)},
             run_config=run_config,
             raise_on_error=False,
+            run_id=run_id,
         )
         return
     for key in current_windows(now):
+        run_id = str(uuid.uuid4())  # known before the run starts, to print it
+        if on_start is not None:
+            on_start(run_id, key)
         yield job.execute_in_process(
             instance=instance,
             partition_key=key,
             tags=tags,
             run_config=run_config,
             raise_on_error=False,
+            run_id=run_id,
         )

@@ -1,8 +1,11 @@
 """The reconcile assets: thin adapters from a partition window to the engine's stages.
 
-One set of four assets per synced table of the project file, keyed `<table>/…` (the demo's
-`leads/airtable_leads` → `leads/postgres_leads` → `leads/postgres_dirty_leads` →
-`leads/airtable_push_results`). All share the 20-minute windows and a single-run backfill policy,
+One set of four assets per synced table of every client of the project file, keyed
+`<client>/<table>/…` and grouped by client (the demo's `demo/leads/airtable_leads` →
+`demo/leads/postgres_leads` → `demo/leads/postgres_dirty_leads` →
+`demo/leads/airtable_push_results`). A client's assets use its own Airtable resource
+(`airtable_<client>`: its base and its token's variable) and its base's concurrency pool.
+All share the 20-minute windows and a single-run backfill policy,
 so a range of windows (a backfill over hours or weeks) is one run making one filtered Airtable
 query per table. Each persists its own result in PostgreSQL (snapshot, merge outcome, push
 results) and returns metadata only, so no IO manager pickles anything between steps.
@@ -18,17 +21,16 @@ import pandas as pd
 from reconcile_pipeline.airtable.resource import AirtableResource
 from reconcile_pipeline.defs.config import PullConfig, ReconcileConfig
 from reconcile_pipeline.defs.metadata import markdown_table, window_metadata
+from reconcile_pipeline.defs.naming import airtable_resource_key, base_pool
 from reconcile_pipeline.defs.partitions import reconcile_windows
-from reconcile_pipeline.defs.project import base_id, mappings
+from reconcile_pipeline.defs.project import ClientSpec, clients
 from reconcile_pipeline.defs.resources import PostgresResource
-from reconcile_pipeline.defs.schedules import base_pool
 from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.frames import records_frame
 from reconcile_pipeline.engine.mapping import TableMapping
 from reconcile_pipeline.engine.stages import fetch_window, merge_snapshot, push_window
 from reconcile_pipeline.engine.validate import MappingError, resolve_mapping, validate_mapping
 
-GROUP = "reconcile"
 OWNERS = ["team:revops-data"]
 
 
@@ -46,8 +48,9 @@ def lock_name(base: str, mapping: TableMapping) -> str:
 
 @dataclass(frozen=True)
 class TableAssets:
-    """The four assets of one synced table."""
+    """The four assets of one synced table of one client."""
 
+    client: ClientSpec
     mapping: TableMapping
     airtable: dg.AssetsDefinition
     merged: dg.AssetsDefinition
@@ -60,20 +63,27 @@ class TableAssets:
 
 
 def build_table_assets(
-    mapping: TableMapping, base: str, upstream: tuple[dg.AssetKey, ...] = ()
+    mapping: TableMapping, client: ClientSpec, upstream: tuple[dg.AssetKey, ...] = ()
 ) -> TableAssets:
-    """The four assets of `mapping`'s table; `upstream` are the merged assets of the tables it
-    links to (synced first: the dependency order is an asset dependency)."""
+    """The four assets of `mapping`'s table of `client`; `upstream` are the merged assets of
+    the tables it links to (synced first: the dependency order is an asset dependency)."""
     key = mapping.name
+    base = client.base_id
+    airtable_key = airtable_resource_key(client.key)
     common = dict(
         partitions_def=reconcile_windows,
         # Every reconcile step of this base, however its run was launched, holds its pool.
         pool=base_pool(base),
         backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name=GROUP,
+        group_name=client.key,
         owners=OWNERS,
-        key_prefix=[key],
+        key_prefix=[client.key, key],
+        # The client's own Airtable resource (its base, its token's variable) and the database.
+        required_resource_keys={airtable_key, "postgres"},
     )
+
+    def resources(context: dg.AssetExecutionContext) -> tuple[AirtableResource, PostgresResource]:
+        return getattr(context.resources, airtable_key), context.resources.postgres
 
     def resolved(airtable: AirtableResource) -> TableMapping:
         """The mapping with this run's select options from Airtable's schema (cached)."""
@@ -81,13 +91,12 @@ def build_table_assets(
 
     @dg.asset(name=f"airtable_{key}", kinds={"airtable", "pandas"}, **common)
     def airtable_records(
-        context: dg.AssetExecutionContext,
-        config: PullConfig,
-        airtable: AirtableResource,
-        postgres: PostgresResource,
+        context: dg.AssetExecutionContext, config: PullConfig
     ) -> dg.MaterializeResult:
         """Airtable records created or modified in the window (plus the overlap), snapshotted."""
         from reconcile_pipeline.config.install import UPGRADE_HINT, capture_problems
+
+        airtable, postgres = resources(context)
 
         client = airtable.table_client(mapping)
         repo = postgres.repository(mapping)
@@ -161,14 +170,10 @@ def build_table_assets(
         kinds={"postgres"},
         **common,
     )
-    def merged(
-        context: dg.AssetExecutionContext,
-        config: ReconcileConfig,
-        airtable: AirtableResource,
-        postgres: PostgresResource,
-    ) -> dg.MaterializeResult:
+    def merged(context: dg.AssetExecutionContext, config: ReconcileConfig) -> dg.MaterializeResult:
         """The portal's rows after stage 1 merged the window's Airtable records into them."""
         started = time.monotonic()
+        airtable, postgres = resources(context)
         result = merge_snapshot(
             postgres.repository(resolved(airtable)), run_context(context, config.dry_run)
         )
@@ -215,11 +220,9 @@ def build_table_assets(
         )
 
     @dg.asset(name=f"postgres_dirty_{key}", deps=[merged], kinds={"postgres"}, **common)
-    def dirty(
-        context: dg.AssetExecutionContext, postgres: PostgresResource
-    ) -> dg.MaterializeResult:
+    def dirty(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         """Portal-owned changes waiting to be pushed: every row dirty as of the window's end."""
-        repo = postgres.repository(mapping)
+        repo = resources(context)[1].repository(mapping)
         portal_columns = [spec.column for spec in repo.mapping.portal_fields]
         window_end = context.partition_time_window.end
         as_of = window_end if window_end < dt.datetime.now(dt.UTC) else None
@@ -249,14 +252,10 @@ def build_table_assets(
         )
 
     @dg.asset(name="airtable_push_results", deps=[dirty], kinds={"airtable", "postgres"}, **common)
-    def pushed(
-        context: dg.AssetExecutionContext,
-        config: ReconcileConfig,
-        airtable: AirtableResource,
-        postgres: PostgresResource,
-    ) -> dg.MaterializeResult:
+    def pushed(context: dg.AssetExecutionContext, config: ReconcileConfig) -> dg.MaterializeResult:
         """What stage 2 did for each dirty lead: updated, skipped, conflict or failed."""
         started = time.monotonic()
+        airtable, postgres = resources(context)
         result = push_window(
             postgres.repository(resolved(airtable)),
             airtable.table_client(mapping),
@@ -284,22 +283,25 @@ def build_table_assets(
             }
         )
 
-    return TableAssets(mapping, airtable_records, merged, dirty, pushed)
+    return TableAssets(client, mapping, airtable_records, merged, dirty, pushed)
 
 
-def build_project_assets(table_mappings: list[TableMapping], base: str) -> list[TableAssets]:
-    """One set per table, in dependency order: a table's merge depends on the merges of the
-    tables it links to, so a run syncs those first (visible in the asset graph)."""
+def build_client_assets(client: ClientSpec) -> list[TableAssets]:
+    """One set per table of `client`, in dependency order: a table's merge depends on the merges
+    of the tables it links to, so a run syncs those first (visible in the asset graph)."""
     built: dict[str, TableAssets] = {}
-    for mapping in table_mappings:
+    for mapping in client.mappings:
         upstream = tuple(
             built[spec.links_to].merged.key
             for spec in mapping.link_fields
             if spec.links_to in built and spec.links_to != mapping.name
         )
-        built[mapping.name] = build_table_assets(mapping, base, upstream)
+        built[mapping.name] = build_table_assets(mapping, client, upstream)
     return list(built.values())
 
 
-project_tables = build_project_assets(mappings(), base_id())
+client_tables: dict[str, list[TableAssets]] = {
+    spec.key: build_client_assets(spec) for spec in clients()
+}
+project_tables = [table for tables in client_tables.values() for table in tables]
 reconcile_assets = [asset for table in project_tables for asset in table.all]

@@ -1,11 +1,38 @@
 """The project file as the code location sees it: read once when the location loads (the only
-file read at import: it says which assets exist), never the environment's secrets."""
+file read at import: it says which clients and assets exist), never the environment's secrets.
+
+One code location serves every client of the file: per client its own assets (key prefix and
+group named after the client), checks, jobs, schedules, Airtable resource and concurrency pool.
+"""
 
 import functools
+from dataclasses import dataclass
 
 from reconcile_pipeline.config.load import Project, load
 from reconcile_pipeline.config.model import ClientConfig
 from reconcile_pipeline.engine.mapping import TableMapping
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """One client of the project file: one Airtable base, its token's variable, its tables."""
+
+    key: str
+    config: ClientConfig
+    mappings: tuple[TableMapping, ...]
+
+    @property
+    def base_id(self) -> str:
+        return self.config.base_id
+
+    @property
+    def token_env(self) -> str:
+        return self.config.token_env
+
+    @property
+    def label(self) -> str:
+        """How people call the client (the file's `name`, else its key)."""
+        return self.config.name or self.key
 
 
 @functools.cache
@@ -13,14 +40,37 @@ def project() -> Project:
     return load()
 
 
+@functools.cache
+def clients() -> tuple[ClientSpec, ...]:
+    """Every client of the project file, in the file's order."""
+    loaded = project()
+    return tuple(
+        ClientSpec(key, declared, tuple(loaded.mappings(key)))
+        for key, declared in loaded.config.clients.items()
+    )
+
+
+def client_by_key(key: str) -> ClientSpec:
+    for spec in clients():
+        if spec.key == key:
+            return spec
+    raise KeyError(f"the project file {project().path} declares no client {key!r}")
+
+
+def client_of_base(base_id: str) -> ClientSpec | None:
+    return next((spec for spec in clients() if spec.base_id == base_id), None)
+
+
 def client() -> tuple[str, ClientConfig]:
-    """The project's client (one per deployment until multi-client support lands)."""
+    """The project's only client (callers that take no --client; raises with several)."""
     return project().client()
 
 
 def base_id() -> str:
+    """The only client's base (see `client`)."""
     return client()[1].base_id
 
 
 def mappings() -> list[TableMapping]:
-    return project().mappings()
+    """Every table of every client."""
+    return project().all_mappings()

@@ -1,6 +1,8 @@
 """The PostgreSQL resource: one long-lived SQLAlchemy engine per run, fail-fast on bad config,
 and the run-wide per-base exclusion every run holds from its setup to its teardown."""
 
+import os
+
 import dagster as dg
 from pydantic import Field, PrivateAttr
 from sqlalchemy import create_engine, text
@@ -10,10 +12,28 @@ from sqlalchemy.exc import OperationalError
 from reconcile_pipeline.db import urls
 from reconcile_pipeline.db.base_lock import BaseRunLock
 from reconcile_pipeline.db.migrate import current_revision, head_revision
-from reconcile_pipeline.defs.schedules import base_id_from_env
+from reconcile_pipeline.defs.naming import BASE_TAG
 from reconcile_pipeline.engine.mapping import TableMapping
 from reconcile_pipeline.engine.repository import Repository
 from reconcile_pipeline.instance import current_worker
+
+
+def _run_base(run: dg.DagsterRun | None) -> str | None:
+    """The base a run reconciles: its tag (every job of a client sets it), else the client
+    named by the first key of its asset selection (the UI's asset-graph runs carry no job
+    tags), else the project file's only client's."""
+    from reconcile_pipeline.defs.project import client_by_key, clients
+
+    if run is not None and run.tags.get(BASE_TAG):
+        return run.tags[BASE_TAG]
+    selection = sorted(run.asset_selection or (), key=str) if run is not None else []
+    for key in selection:
+        try:
+            return client_by_key(key.path[0]).base_id
+        except KeyError:
+            continue
+    every = clients()
+    return every[0].base_id if len(every) == 1 else None
 
 
 def _tag_worker(context: dg.InitResourceContext) -> None:
@@ -79,8 +99,12 @@ class PostgresResource(dg.ConfigurableResource):
         project uses, a run initialises its resources once; a multiprocess executor would take
         the lock per step process.)
         """
-        base_id = self.base_id or base_id_from_env()
+        base_id = self.base_id or _run_base(context.dagster_run)
         log = context.log
+        if base_id is None:
+            if log is not None:
+                log.warning("No Airtable base found for this run: it holds no base lock")
+            return
 
         def waiting(message: str) -> None:
             if log is not None:
@@ -104,3 +128,10 @@ class PostgresResource(dg.ConfigurableResource):
 
     def repository(self, mapping: TableMapping) -> Repository:
         return Repository(self.engine, mapping)
+
+
+def env_var_if_set(name: str) -> dg.EnvVar | None:
+    """`dg.EnvVar(name)` when the variable is set where the code location loads, else None (an
+    EnvVar whose variable is unset fails resource initialisation in Dagster 1.13, even for an
+    optional field): the field then keeps its default."""
+    return dg.EnvVar(name) if os.environ.get(name) else None

@@ -12,40 +12,46 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+# Names and tags live in naming.py; re-exported here for the callers that predate it.
+from reconcile_pipeline.defs.naming import (  # noqa: E402
+    BASE_TAG,
+    CLIENT_TAG,
+    TOKEN_TAG,
+    base_pool,
+    reconcile_schedule_name,
+    run_tags,
+)
 from reconcile_pipeline.defs.partitions import PARTITIONS_START, partition_key_for, window_for
 
-RECONCILE_JOB_NAME = "reconcile_job"
-
-# dagster.yaml's queued run coordinator allows one run per distinct value of this tag, so two
-# runs never reconcile the same Airtable base at once.
-BASE_TAG = "reconcile/base"
-DEFAULT_BASE_ID = "appDemoLeads00001"
+__all__ = ["BASE_TAG", "CLIENT_TAG", "TOKEN_TAG", "base_pool", "run_tags"]
 
 # Must match the cron below: the look-back that guarantees no gap between two ticks.
 TICK_INTERVAL = timedelta(minutes=15)
 
 
 def base_id_from_env() -> str:
-    """The Airtable base id every reconcile run is tagged with: the project file's client's
-    (README "The project file"); the name is kept for the callers that predate the file."""
+    """The Airtable base of the project file's only client (callers that predate several
+    clients; raises naming --client when the file declares several)."""
     from reconcile_pipeline.defs.project import base_id
 
     return base_id()
 
 
-def base_pool(base_id: str) -> str:
-    """The Dagster concurrency pool every reconcile asset and op of a base belongs to.
+def project_base_ids() -> set[str]:
+    """Every client's base in the project file."""
+    from reconcile_pipeline.defs.project import clients
 
-    dagster.yaml sets pools to run granularity with a default limit of 1: a run holding any
-    step of this pool occupies it for its whole duration. This covers the runs job tags cannot:
-    the UI's asset-graph "Materialize" and "Launch backfill" use Dagster's implicit asset job.
-    """
-    return f"reconcile_base_{base_id}"
+    return {spec.base_id for spec in clients()}
 
 
 def reconcile_run_tags(base_id: str) -> Mapping[str, str]:
-    """Tags every reconcile run must carry (the per-base concurrency limit keys on them)."""
-    return {BASE_TAG: base_id}
+    """The tags of a run of the client whose base is `base_id`."""
+    from reconcile_pipeline.defs.project import client_of_base
+
+    spec = client_of_base(base_id)
+    if spec is None:
+        return {BASE_TAG: base_id}
+    return run_tags(spec.key, spec.base_id, spec.token_env)
 
 
 def windows_to_request(
@@ -64,7 +70,9 @@ def windows_to_request(
     return keys
 
 
-def run_requests_for(tick: datetime, base_id: str) -> list[dg.RunRequest]:
+def run_requests_for(
+    tick: datetime, base_id: str, tags: Mapping[str, str] | None = None
+) -> list[dg.RunRequest]:
     """One run request per window to reconcile at `tick`.
 
     The run key names the tick as well as the window: the same window is requested by
@@ -72,31 +80,34 @@ def run_requests_for(tick: datetime, base_id: str) -> list[dg.RunRequest]:
     request.
     """
     tick_iso = tick.astimezone(UTC).isoformat(timespec="seconds")
+    run_tags_ = dict(tags) if tags is not None else dict(reconcile_run_tags(base_id))
     return [
-        dg.RunRequest(
-            run_key=f"{key}@{tick_iso}",
-            partition_key=key,
-            tags=dict(reconcile_run_tags(base_id)),
-        )
+        dg.RunRequest(run_key=f"{key}@{tick_iso}", partition_key=key, tags=run_tags_)
         for key in windows_to_request(tick)
     ]
 
 
-# RUNNING by default so that a fresh deployment (and the demo UI) reconciles live without anyone
-# finding the toggle; tests evaluate the definition directly and never start a daemon.
-@dg.schedule(
-    name="reconcile_schedule",
-    job_name=RECONCILE_JOB_NAME,
-    cron_schedule="*/15 * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description=(
-        "Every 15 minutes: reconcile the window containing the tick and the window containing "
-        "tick - 15 min."
-    ),
-)
-def reconcile_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-    # The scheduled time, not "now": a late evaluation must still cover the tick's own windows.
-    tick = context.scheduled_execution_time or datetime.now(UTC)
-    # Read per tick, not at import, so the tag follows the same environment the run will see.
-    return run_requests_for(tick, base_id_from_env())
+def build_reconcile_schedule(
+    client: str, job_name: str, tags: Mapping[str, str]
+) -> dg.ScheduleDefinition:
+    """The client's 15-minute schedule. RUNNING by default so that a fresh deployment (and the
+    demo UI) reconciles live without anyone finding the toggle; tests evaluate the definition
+    directly and never start a daemon."""
+
+    @dg.schedule(
+        name=reconcile_schedule_name(client),
+        job_name=job_name,
+        cron_schedule="*/15 * * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=(
+            f"Every 15 minutes: reconcile {client}'s window containing the tick and the window "
+            "containing tick - 15 min."
+        ),
+    )
+    def reconcile_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        # The scheduled time, not "now": a late evaluation must still cover the tick's windows.
+        tick = context.scheduled_execution_time or datetime.now(UTC)
+        return run_requests_for(tick, tags[BASE_TAG], tags)
+
+    return reconcile_schedule

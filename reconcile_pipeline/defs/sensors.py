@@ -42,7 +42,7 @@ from dagster_shared.error import SerializableErrorInfo
 from reconcile_pipeline.alerting import AlertLogger
 from reconcile_pipeline.defs.alert_resource import AlertWebhookResource
 from reconcile_pipeline.defs.partitions import PARTITION_KEY_FORMAT, WINDOW
-from reconcile_pipeline.defs.schedules import BASE_TAG, base_id_from_env
+from reconcile_pipeline.defs.schedules import BASE_TAG, project_base_ids
 from reconcile_pipeline.instance import Worker, worker_is_gone
 
 ALERT_RESOURCE_KEY = "alert_webhook"
@@ -555,9 +555,9 @@ def fail_dead_runs(instance: dg.DagsterInstance, logger: AlertLogger | None = No
 
 def _watched_by(context: dg.SensorEvaluationContext, run: dg.DagsterRun) -> bool:
     """Whether this code location alerts for `run`: every run of the instance, except runs that
-    belong to another code location (by origin) or to another base (by tag), so that one
-    deployment with a code location per base sharing an instance alerts once per failure."""
-    if BASE_TAG in run.tags and run.tags[BASE_TAG] != base_id_from_env():
+    belong to another code location (by origin) or to a base no client of ours syncs (by tag),
+    so that code locations sharing an instance alert once per failure."""
+    if BASE_TAG in run.tags and run.tags[BASE_TAG] not in project_base_ids():
         return False
     ours = context.code_location_origin
     origin = run.remote_job_origin
