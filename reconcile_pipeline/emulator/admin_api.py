@@ -4,10 +4,18 @@ No authentication (the emulator binds to localhost by default) and no rate limit
 requests are not written to the request log. Routes:
 
 - ``GET /_emulator/health``
-- ``GET|DELETE /_emulator/requests`` — the request log / reset it
+- ``GET|DELETE /_emulator/requests`` — the request log (``?entries=0``: counts only) / reset it
 - ``GET|POST|DELETE /_emulator/faults`` — read / replace / clear the fault setting
 - ``POST /_emulator/offsets/expire`` — expire every outstanding list offset
-- ``POST /_emulator/rate-limit`` — ``{"rate", "penalty_seconds"}``
+- ``GET|POST /_emulator/rate-limit`` — the limits and blocks in force / change them:
+  ``{"rate"?, "token_rate"?, "penalty_seconds"?}`` (per base, per token owner, both; 0 turns a
+  limit off), which lifts every block
+- ``GET|POST /_emulator/clock`` — the emulator's clock / ``{"advance"?: seconds,
+  "frozen"?: bool}`` (freeze or unfreeze first, then advance)
+- ``POST /_emulator/tokens`` — ``{"token", "owner"?}`` accepts another bearer token; answers
+  ``{"token": fingerprint, "owner"}`` (never the token)
+- ``POST /_emulator/bases`` — ``{"id", "name"?, "like"?, "tables"?}`` adds a base (see
+  `Emulator.add_base`)
 - ``GET /_emulator/records?base=&table=`` — all records, API-shaped
 - ``POST /_emulator/records/seed`` — ``{"base", "table", "records": [fields…],
   "created_time", "modified_time", "typecast"}`` (times: one ISO string or a list)
@@ -53,9 +61,10 @@ def _dispatch(
 ) -> Any:
     route = (method, path)
     if route == ("GET", "health"):
-        return {"ok": True, "bases": sorted(emulator.schema.bases)}
+        with emulator.store.lock:
+            return {"ok": True, "bases": sorted(emulator.schema.bases)}
     if route == ("GET", "requests"):
-        return emulator.request_log()
+        return emulator.request_log(entries=params.get("entries", "1") not in ("0", "false"))
     if route == ("DELETE", "requests"):
         emulator.reset_request_log()
         return {"ok": True}
@@ -69,9 +78,29 @@ def _dispatch(
         return emulator.fault_state()
     if route == ("POST", "offsets/expire"):
         return {"expired": emulator.expire_offsets()}
+    if route == ("GET", "rate-limit"):
+        return emulator.rate_limit_state()
     if route == ("POST", "rate-limit"):
-        emulator.configure_rate_limit(body.get("rate"), body.get("penalty_seconds"))
-        return {"ok": True}
+        state = emulator.configure_rate_limit(
+            _number(body.get("rate")),
+            _number(body.get("penalty_seconds")),
+            _number(body.get("token_rate")),
+        )
+        return {"ok": True, **state}
+    if route == ("GET", "clock"):
+        return emulator.clock_state()
+    if route == ("POST", "clock"):
+        if body.get("frozen") is not None:
+            emulator.freeze_clock(bool(body["frozen"]))
+        if body.get("advance") is not None:
+            emulator.advance_clock(_number(body["advance"]))
+        return emulator.clock_state()
+    if route == ("POST", "tokens"):
+        return emulator.add_token(body["token"], body.get("owner"))
+    if route == ("POST", "bases"):
+        return emulator.add_base(
+            body["id"], name=body.get("name"), like=body.get("like"), tables=body.get("tables")
+        )
     if route == ("GET", "records"):
         return {"records": emulator.all_records(params["base"], params["table"])}
     if route == ("POST", "records/seed"):
@@ -126,3 +155,12 @@ def _dispatch(
     if route == ("POST", "reset"):
         return {"deleted": emulator.clear_records(body.get("base"), body.get("table"))}
     raise ApiError(404, "NOT_FOUND")
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number (or None); refuses booleans and strings rather than misreading them."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"Expected a number, not {value!r}")
+    return float(value)

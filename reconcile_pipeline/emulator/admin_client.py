@@ -193,12 +193,52 @@ class EmulatorAdmin:
         return self._call("POST", "offsets/expire")["expired"]
 
     def configure_rate_limit(
-        self, rate: float | None = None, penalty_seconds: float | None = None
-    ) -> None:
-        self._call("POST", "rate-limit", json={"rate": rate, "penalty_seconds": penalty_seconds})
+        self,
+        rate: float | None = None,
+        penalty_seconds: float | None = None,
+        token_rate: float | None = None,
+    ) -> dict[str, Any]:
+        """See `Emulator.configure_rate_limit`; returns the limits and blocks in force."""
+        body = {"rate": rate, "penalty_seconds": penalty_seconds, "token_rate": token_rate}
+        return self._call("POST", "rate-limit", json=body)
 
-    def request_log(self) -> dict[str, Any]:
-        return self._call("GET", "requests")
+    def rate_limit_state(self) -> dict[str, Any]:
+        return self._call("GET", "rate-limit")
+
+    def add_token(self, token: str, owner: str | None = None) -> dict[str, Any]:
+        """Accept another bearer token; ``{"token": fingerprint, "owner"}`` (see
+        `Emulator.add_token`)."""
+        return self._call("POST", "tokens", json={"token": token, "owner": owner})
+
+    def add_base(
+        self,
+        base_id: str,
+        name: str | None = None,
+        like: str | None = None,
+        tables: Sequence[Mapping[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Serve one more base (see `Emulator.add_base`); seed it with `seed_records`."""
+        body = {
+            "id": base_id,
+            "name": name,
+            "like": like,
+            "tables": [dict(t) for t in tables] if tables is not None else None,
+        }
+        return self._call("POST", "bases", json=body)
+
+    def advance_clock(self, seconds: float) -> dict[str, Any]:
+        """Move the emulator's clock forward (see `Emulator.advance_clock`)."""
+        return self._call("POST", "clock", json={"advance": seconds})
+
+    def freeze_clock(self, frozen: bool = True) -> dict[str, Any]:
+        return self._call("POST", "clock", json={"frozen": frozen})
+
+    def clock_state(self) -> dict[str, Any]:
+        return self._call("GET", "clock")
+
+    def request_log(self, entries: bool = True) -> dict[str, Any]:
+        """See `RequestLog.snapshot`; ``entries=False`` fetches the counts only."""
+        return self._call("GET", "requests", params={} if entries else {"entries": "0"})
 
     def reset_request_log(self) -> None:
         self._call("DELETE", "requests")

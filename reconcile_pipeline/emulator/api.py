@@ -96,7 +96,8 @@ class WebApi:
         raise not_found()
 
     def _bases(self) -> dict[str, Any]:
-        return {"bases": [base.to_meta() for base in self.store.schema.bases.values()]}
+        with self.store.lock:  # bases may be added meanwhile (`schema_edit.add_base`)
+            return {"bases": [base.to_meta() for base in self.store.schema.bases.values()]}
 
     def _tables(self, base_id: str) -> dict[str, Any]:
         with self.store.lock:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from reconcile_pipeline.emulator.core import DEFAULT_TOKEN, Emulator
+from reconcile_pipeline.emulator.core import DEFAULT_TOKEN, DEFAULT_TOKEN_RATE_LIMIT, Emulator
 from reconcile_pipeline.emulator.schema import demo_schema_path
 from reconcile_pipeline.emulator.server import EmulatorHTTPServer
 
@@ -26,7 +26,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-limit", type=float, default=5.0, help="requests/s per base; 0 turns it off"
     )
     parser.add_argument(
-        "--penalty-seconds", type=float, default=30.0, help="how long a 429 blocks the base"
+        "--token-rate-limit",
+        type=float,
+        default=DEFAULT_TOKEN_RATE_LIMIT,
+        help="requests/s per token owner across all bases; 0 turns it off",
+    )
+    parser.add_argument(
+        "--extra-token",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help="another bearer token to accept, its own owner (repeatable)",
+    )
+    parser.add_argument(
+        "--penalty-seconds",
+        type=float,
+        default=30.0,
+        help="how long a 429 blocks the base or the token owner",
     )
     parser.add_argument("--data", help="JSON file to load at start and save records to")
     parser.add_argument(
@@ -49,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         penalty_seconds=args.penalty_seconds,
         data_path=args.data,
         offset_ttl_seconds=args.offset_ttl_seconds,
+        token_rate_limit=args.token_rate_limit,
+        extra_tokens=args.extra_token,
     )
     server = EmulatorHTTPServer((args.host, args.port), emulator)
     emulator.url = server.url
@@ -61,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     token_note = f"token {args.token!r}" if args.token == DEFAULT_TOKEN else "custom token"
+    if args.extra_token:
+        token_note += f" and {len(args.extra_token)} more"
     print(
         f"Airtable emulator on {server.url} ({token_note}); schema "
         f"{args.schema or demo_schema_path()}; bases: {', '.join(sorted(emulator.schema.bases))}",

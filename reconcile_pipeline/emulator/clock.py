@@ -1,7 +1,10 @@
-"""Identifiers and timestamps in Airtable's formats."""
+"""Identifiers and timestamps in Airtable's formats, and the emulator's controllable clock."""
 
+import math
 import random
 import string
+import threading
+import time
 from datetime import UTC, datetime
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -52,3 +55,62 @@ def coerce_datetime(value: "datetime | str") -> datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return truncate_ms(value.astimezone(UTC))
+
+
+class EmulatorClock:
+    """The emulator's monotonic clock: rate-limit windows, 429 blocks and list-offset lifetimes.
+
+    It follows `time.monotonic` plus an offset, and never goes back: `advance` moves it forward
+    (a test waits out a 30-second block in no time), and `freeze` stops it, so that every request
+    until `unfreeze` (or the next `advance`) arrives at the same instant: "51 requests within
+    one second" then holds however slow the machine is. Record timestamps (``createdTime``,
+    last-modified times) keep following the wall clock. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._offset = 0.0
+        self._frozen_at: float | None = None
+
+    def now(self) -> float:
+        with self._lock:
+            if self._frozen_at is not None:
+                return self._frozen_at
+            return time.monotonic() + self._offset
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock forward by ``seconds`` (>= 0); returns the new time.
+
+        Raises:
+            ValueError: ``seconds`` is negative or not finite (the clock is monotonic).
+        """
+        seconds = float(seconds)
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"The clock only moves forward: cannot advance by {seconds}")
+        with self._lock:
+            self._offset += seconds
+            if self._frozen_at is not None:
+                self._frozen_at += seconds
+                return self._frozen_at
+            return time.monotonic() + self._offset
+
+    def freeze(self) -> float:
+        """Stop the clock at the current time (advancing still moves it); returns that time."""
+        with self._lock:
+            if self._frozen_at is None:
+                self._frozen_at = time.monotonic() + self._offset
+            return self._frozen_at
+
+    def unfreeze(self) -> float:
+        """Let the clock run again from where it stands (it never jumps back); its time."""
+        with self._lock:
+            if self._frozen_at is not None:
+                self._offset = self._frozen_at - time.monotonic()
+                self._frozen_at = None
+            return time.monotonic() + self._offset
+
+    def state(self) -> dict[str, float | bool]:
+        with self._lock:
+            frozen = self._frozen_at is not None
+            now = self._frozen_at if frozen else time.monotonic() + self._offset
+            return {"now": now, "offset": self._offset, "frozen": frozen}

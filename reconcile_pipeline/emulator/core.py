@@ -1,7 +1,8 @@
-"""The emulator: request dispatch (auth, faults, rate limit, routing, log) and Python helpers.
+"""The emulator: request dispatch (auth, faults, rate limits, routing, log) and Python helpers.
 
 `Emulator.handle` is transport-free; `server.py` puts it behind HTTP. The helpers (seeding,
-simulated Airtable-side edits, faults, the request log) bypass HTTP, auth and the rate limit.
+simulated Airtable-side edits, faults, the request log, the clock) bypass HTTP, auth and the
+rate limits.
 """
 
 import json
@@ -20,16 +21,19 @@ from urllib.parse import parse_qsl
 from reconcile_pipeline.emulator import schema_edit
 from reconcile_pipeline.emulator.admin_api import handle_admin
 from reconcile_pipeline.emulator.api import Route, WebApi
-from reconcile_pipeline.emulator.clock import coerce_datetime, utc_now
-from reconcile_pipeline.emulator.errors import ApiError
+from reconcile_pipeline.emulator.clock import EmulatorClock, coerce_datetime, utc_now
+from reconcile_pipeline.emulator.errors import ApiError, rate_limited
 from reconcile_pipeline.emulator.faults import FaultConfig, FaultInjector, RateLimiter, fault_error
 from reconcile_pipeline.emulator.request_log import RequestLog
 from reconcile_pipeline.emulator.schema import Schema
 from reconcile_pipeline.emulator.store import Store
+from reconcile_pipeline.emulator.tokens import TokenRegistry, bearer_token, fingerprint
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TOKEN = "emulator-token"
+# Airtable's limit per token owner (user or service account) across all bases, requests/s.
+DEFAULT_TOKEN_RATE_LIMIT = 50.0
 ADMIN_PREFIX = "/_emulator/"
 _SAVE_INTERVAL_SECONDS = 2.0
 
@@ -55,7 +59,16 @@ class Response:
 
 
 class Emulator:
-    """An Airtable base server's state and behaviour, independent of the transport."""
+    """An Airtable base server's state and behaviour, independent of the transport.
+
+    Args:
+        token: the bearer token accepted; `add_token` accepts more (``extra_tokens`` too).
+        rate_limit: requests/s per base (Airtable: 5); 0 turns the limit off.
+        penalty_seconds: how long a 429 blocks the base or the token owner (Airtable: 30).
+        token_rate_limit: requests/s per token owner across all bases (Airtable: 50); 0
+            turns it off; None (the default) follows ``rate_limit``: 50 when that is on, off
+            when it is 0 (so an emulator without Airtable's limits has neither).
+    """
 
     def __init__(
         self,
@@ -65,13 +78,20 @@ class Emulator:
         penalty_seconds: float = 30.0,
         data_path: str | Path | None = None,
         offset_ttl_seconds: float = 300.0,
+        token_rate_limit: float | None = None,
+        extra_tokens: Sequence[str] = (),
     ) -> None:
         self.schema = Schema.load(schema_path)
-        self.token = token
-        self.store = Store(self.schema, offset_ttl_seconds)
+        self.tokens = TokenRegistry(token)
+        for extra in extra_tokens:
+            self.tokens.add(extra)
+        self.clock = EmulatorClock()
+        self.store = Store(self.schema, offset_ttl_seconds, clock=self.clock.now)
         self.api = WebApi(self.store)
         self.faults = FaultInjector()
-        self.rate_limiter = RateLimiter(rate_limit, penalty_seconds)
+        if token_rate_limit is None:
+            token_rate_limit = DEFAULT_TOKEN_RATE_LIMIT if rate_limit > 0 else 0.0
+        self.rate_limiter = RateLimiter(rate_limit, penalty_seconds, token_rate_limit)
         self.log = RequestLog()
         self.url: str | None = None  # set while served over HTTP
         self.data_path = Path(data_path) if data_path else None
@@ -92,53 +112,64 @@ class Emulator:
         if path.startswith(ADMIN_PREFIX):
             status, payload = handle_admin(self, method, path[len(ADMIN_PREFIX) :], query, body)
             return Response(status, payload)
-        arrived_wall, arrived = time.time(), time.monotonic()
+        arrived_wall, arrived = time.time(), self.clock.now()
         template, base_id, route, route_error = path, None, None, None
         try:
             route = self.api.route(method, path)
             template, base_id = route.template, route.base_id
         except ApiError as error:
             route_error = error
+        presented = bearer_token(headers)
+        owner = self.tokens.owner(presented)
+        limit = None
         try:
-            self._authorize(headers)
+            if owner is None:
+                raise ApiError(401, "AUTHENTICATION_REQUIRED", "Authentication required")
             if route is None:
                 raise route_error or ApiError(404, "NOT_FOUND")
-            response = self._serve(route, query, body, arrived)
+            response = self._serve(route, owner, query, body, arrived)
         except ApiError as error:
             response = Response(error.status, error.body())
+            limit = error.limit
         self.log.record(
             {
                 "time": arrived_wall,
                 "monotonic": arrived,
                 "method": method,
                 "path": template,
-                "target": path,
-                "query": query_string[:2000],
+                "target": self.tokens.redact(path, presented),
+                "query": self.tokens.redact(query_string[:2000], presented),
                 "status": 0 if response.drop else response.status,
                 "base": base_id,
                 "dropped": response.drop,
+                "token": fingerprint(presented) if presented is not None else None,
+                "owner": owner,
+                "limit": limit,
             }
         )
         return response
 
-    def _authorize(self, headers: Mapping[str, str]) -> None:
-        if headers.get("Authorization") != f"Bearer {self.token}":
-            raise ApiError(401, "AUTHENTICATION_REQUIRED", "Authentication required")
-
     def _serve(
-        self, route: Route, query: list[tuple[str, str]], body: bytes, arrived: float
+        self,
+        route: Route,
+        owner: str,
+        query: list[tuple[str, str]],
+        body: bytes,
+        arrived: float,
     ) -> Response:
         latency, fault_status = self.faults.before_request()
         if latency:
             time.sleep(latency)
         if fault_status is not None:
             if fault_status == 429 and route.base_id:
-                self.rate_limiter.block(route.base_id, time.monotonic())
-            raise fault_error(fault_status)
-        if route.base_id:
-            limited = self.rate_limiter.admit(route.base_id, arrived)
-            if limited is not None:
-                raise limited
+                self.rate_limiter.block(route.base_id, self.clock.now())
+            error = fault_error(fault_status)
+            if fault_status == 429:
+                error.limit = "injected"
+            raise error
+        limited = self.rate_limiter.admit(route.base_id, owner, arrived)
+        if limited is not None:
+            raise rate_limited(limited)
         try:
             payload = json.loads(body) if body else None
         except ValueError:
@@ -245,6 +276,24 @@ class Emulator:
 
     # ----- schema edits (what someone editing the base in Airtable's UI does) -------------
 
+    def add_base(
+        self,
+        base_id: str,
+        name: str | None = None,
+        like: str | None = None,
+        tables: Sequence[Mapping[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Serve one more base: a copy of base ``like``'s tables (new table ids, same field
+        ids and names, no records) or ``tables`` (metadata-API-shaped). In memory only (a data
+        file keeps no added base). Returns its metadata with its tables."""
+        return schema_edit.add_base(
+            self.store,
+            base_id,
+            name=name,
+            like=like,
+            tables=[dict(t) for t in tables] if tables is not None else None,
+        )
+
     def rename_table(self, base_id: str, table: str, new_name: str) -> dict[str, Any]:
         """Rename a table (id or name); returns its metadata. The id stays."""
         return schema_edit.rename_table(self.store, base_id, table, new_name)
@@ -305,16 +354,57 @@ class Emulator:
         self.store.iterators.ttl_seconds = seconds
 
     def configure_rate_limit(
-        self, rate: float | None = None, penalty_seconds: float | None = None
-    ) -> None:
-        if rate is not None:
-            self.rate_limiter.rate = rate
-        if penalty_seconds is not None:
-            self.rate_limiter.penalty_seconds = penalty_seconds
-        self.rate_limiter.reset()
+        self,
+        rate: float | None = None,
+        penalty_seconds: float | None = None,
+        token_rate: float | None = None,
+    ) -> dict[str, Any]:
+        """Change the given settings (None keeps one): ``rate`` per base, ``token_rate`` per
+        token owner (0 turns either off), ``penalty_seconds`` for both. Lifts every block.
+        Returns `rate_limit_state`."""
+        self.rate_limiter.configure(rate, penalty_seconds, token_rate)
+        return self.rate_limit_state()
 
-    def request_log(self) -> dict[str, Any]:
-        return self.log.snapshot()
+    def rate_limit_state(self) -> dict[str, Any]:
+        """``{"rate", "token_rate", "penalty_seconds", "blocked_bases", "blocked_owners"}``;
+        the blocks map a base id / owner key to the seconds left on the emulator's clock."""
+        return self.rate_limiter.state(self.clock.now())
+
+    # ----- tokens and the clock -----------------------------------------------------------
+
+    @property
+    def token(self) -> str:
+        """The token given at construction (what the demo and the tests use)."""
+        return self.tokens.primary
+
+    def add_token(self, token: str, owner: str | None = None) -> dict[str, Any]:
+        """Accept another bearer token. Its requests count against ``owner``'s per-token limit
+        (by default the token is its own owner). Returns ``{"token": fingerprint, "owner"}``:
+        the labels the request log uses, never the token."""
+        return self.tokens.add(token, owner)
+
+    def advance_clock(self, seconds: float) -> dict[str, Any]:
+        """Move the emulator's clock forward (rate-limit windows, 429 blocks, offset
+        lifetimes): waiting out a block without sleeping. Returns `clock_state`."""
+        self.clock.advance(seconds)
+        return self.clock_state()
+
+    def freeze_clock(self, frozen: bool = True) -> dict[str, Any]:
+        """Stop the emulator's clock (every request arrives at the same instant until it is
+        advanced or unfrozen), or let it run again. Returns `clock_state`."""
+        if frozen:
+            self.clock.freeze()
+        else:
+            self.clock.unfreeze()
+        return self.clock_state()
+
+    def clock_state(self) -> dict[str, Any]:
+        """``{"now", "offset", "frozen"}`` (seconds on the monotonic clock)."""
+        return self.clock.state()
+
+    def request_log(self, entries: bool = True) -> dict[str, Any]:
+        """See `RequestLog.snapshot`; ``entries=False`` returns the counts only."""
+        return self.log.snapshot(entries)
 
     def reset_request_log(self) -> None:
         self.log.reset()

@@ -16,6 +16,7 @@ class ApiError(Exception):
         self.status = status
         self.error_type = error_type
         self.message = message
+        self.limit: str | None = None  # for a 429: "token", "base" or "injected" (request log)
 
     def body(self) -> dict[str, Any]:
         if self.error_type == "RATE_LIMIT_REACHED":
@@ -51,5 +52,8 @@ def invalid_value(field_name: str, detail: str) -> ApiError:
     )
 
 
-def rate_limited() -> ApiError:
-    return ApiError(429, "RATE_LIMIT_REACHED", "Rate limit exceeded. Please try again later")
+def rate_limited(limit: str | None = None) -> ApiError:
+    """Airtable's 429 (the same body whether the base's or the token owner's limit refused)."""
+    error = ApiError(429, "RATE_LIMIT_REACHED", "Rate limit exceeded. Please try again later")
+    error.limit = limit
+    return error

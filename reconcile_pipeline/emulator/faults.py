@@ -1,4 +1,4 @@
-"""Run-time fault injection and Airtable's per-base rate limit.
+"""Run-time fault injection and Airtable's rate limits (per base and per token owner).
 
 Faults are switched on and off while the emulator runs (Python or the admin endpoint).
 Deterministic switches (fail the next N requests, fail the n-th request from now, drop the
@@ -125,41 +125,128 @@ class FaultInjector:
             return rate > 0 and self._rng.random() < rate
 
 
-class RateLimiter:
-    """Airtable's limit: ``rate`` requests per second per base (sliding one-second window).
-
-    Going over answers 429 and blocks the base for ``penalty_seconds``: every request to it
-    gets 429 until the block ends (requests during the block do not extend it).
-    """
+class _Limit:
+    """``rate`` requests per second per key (sliding one-second window), and its blocks."""
 
     def __init__(self, rate: float, penalty_seconds: float) -> None:
         self.rate = rate
         self.penalty_seconds = penalty_seconds
-        self._lock = threading.Lock()
-        self._windows: dict[str, deque[float]] = {}
-        self._blocked_until: dict[str, float] = {}
+        self.windows: dict[str, deque[float]] = {}
+        self.blocked_until: dict[str, float] = {}
 
-    def admit(self, base_id: str, now: float) -> ApiError | None:
+    def blocked(self, key: str, now: float) -> bool:
+        return now < self.blocked_until.get(key, 0.0)
+
+    def full(self, key: str, now: float) -> bool:
+        """Whether one more request now would go over the rate (never, when it is off)."""
+        if self.rate <= 0:
+            return False
+        window = self.windows.setdefault(key, deque())
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        return len(window) >= self.rate
+
+    def count(self, key: str, now: float) -> None:
+        if self.rate > 0:
+            self.windows.setdefault(key, deque()).append(now)
+
+    def block(self, key: str, now: float) -> None:
+        self.blocked_until[key] = now + self.penalty_seconds
+
+    def reset(self) -> None:
+        self.windows.clear()
+        self.blocked_until.clear()
+
+
+class RateLimiter:
+    """Airtable's limits: ``rate`` requests/s per base and ``token_rate`` requests/s per token
+    owner across all its bases (sliding one-second windows; 0 turns a limit off).
+
+    A request over either limit answers 429 and blocks what went over (the base, or the token
+    owner: then every request of that owner, to any base, is refused) for ``penalty_seconds``:
+    every request it makes gets 429 until the block ends; requests during a block neither
+    extend it nor count in any window. A request not tied to a base (the metadata API) counts
+    against the owner's limit only.
+    """
+
+    def __init__(self, rate: float, penalty_seconds: float, token_rate: float = 0.0) -> None:
+        self._lock = threading.Lock()
+        self._per_base = _Limit(rate, penalty_seconds)
+        self._per_owner = _Limit(token_rate, penalty_seconds)
+
+    @property
+    def rate(self) -> float:
+        return self._per_base.rate
+
+    @property
+    def token_rate(self) -> float:
+        return self._per_owner.rate
+
+    @property
+    def penalty_seconds(self) -> float:
+        return self._per_base.penalty_seconds
+
+    def configure(
+        self,
+        rate: float | None = None,
+        penalty_seconds: float | None = None,
+        token_rate: float | None = None,
+    ) -> None:
+        """Change the given settings and lift every block and window."""
         with self._lock:
-            if now < self._blocked_until.get(base_id, 0.0):
-                return rate_limited()
-            if self.rate <= 0:
-                return None
-            window = self._windows.setdefault(base_id, deque())
-            while window and window[0] <= now - 1.0:
-                window.popleft()
-            if len(window) >= self.rate:
-                self._blocked_until[base_id] = now + self.penalty_seconds
-                return rate_limited()
-            window.append(now)
+            if rate is not None:
+                self._per_base.rate = float(rate)
+            if token_rate is not None:
+                self._per_owner.rate = float(token_rate)
+            if penalty_seconds is not None:
+                self._per_base.penalty_seconds = float(penalty_seconds)
+                self._per_owner.penalty_seconds = float(penalty_seconds)
+            self._per_base.reset()
+            self._per_owner.reset()
+
+    def admit(self, base_id: str | None, owner: str | None, now: float) -> str | None:
+        """None if the request may go ahead (it is counted), else the limit refusing it:
+        ``"token"`` (the owner's) or ``"base"``."""
+        with self._lock:
+            if owner is not None and self._per_owner.blocked(owner, now):
+                return "token"
+            if base_id is not None and self._per_base.blocked(base_id, now):
+                return "base"
+            owner_full = owner is not None and self._per_owner.full(owner, now)
+            base_full = base_id is not None and self._per_base.full(base_id, now)
+            if owner_full:
+                self._per_owner.block(owner, now)
+            if base_full:
+                self._per_base.block(base_id, now)
+            if owner_full:
+                return "token"
+            if base_full:
+                return "base"
+            if owner is not None:
+                self._per_owner.count(owner, now)
+            if base_id is not None:
+                self._per_base.count(base_id, now)
             return None
 
     def block(self, base_id: str, now: float) -> None:
-        """Start the penalty, as an injected 429 does."""
+        """Start the base's penalty, as an injected 429 does."""
         with self._lock:
-            self._blocked_until[base_id] = now + self.penalty_seconds
+            self._per_base.block(base_id, now)
+
+    def state(self, now: float) -> dict[str, Any]:
+        """The settings, and the blocks in force: key -> seconds left."""
+        with self._lock:
+            return {
+                "rate": self._per_base.rate,
+                "token_rate": self._per_owner.rate,
+                "penalty_seconds": self._per_base.penalty_seconds,
+                "blocked_bases": _left(self._per_base.blocked_until, now),
+                "blocked_owners": _left(self._per_owner.blocked_until, now),
+            }
 
     def reset(self) -> None:
-        with self._lock:
-            self._windows.clear()
-            self._blocked_until.clear()
+        self.configure()
+
+
+def _left(blocked_until: dict[str, float], now: float) -> dict[str, float]:
+    return {key: until - now for key, until in blocked_until.items() if until > now}

@@ -43,8 +43,9 @@ class _Iterator:
 class IteratorRegistry:
     """Live list iterators by id; thread-safe, bounded, expiring after ``ttl_seconds`` idle."""
 
-    def __init__(self, ttl_seconds: float) -> None:
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_seconds = ttl_seconds
+        self._clock = clock  # the emulator's (advancing it expires offsets)
         self._lock = threading.Lock()
         self._iterators: OrderedDict[str, _Iterator] = OrderedDict()
 
@@ -52,7 +53,7 @@ class IteratorRegistry:
         iterator_id = new_id("itr")
         with self._lock:
             self._iterators[iterator_id] = _Iterator(
-                table_key, record_ids, time.monotonic() + self.ttl_seconds
+                table_key, record_ids, self._clock() + self.ttl_seconds
             )
             while len(self._iterators) > _MAX_LIVE_ITERATORS:
                 self._iterators.popitem(last=False)
@@ -75,7 +76,7 @@ class IteratorRegistry:
         iterator_id, _, record_id = token.partition("/")
         if not iterator_id.startswith("itr") or not record_id.startswith("rec"):
             raise ApiError(422, "INVALID_OFFSET_VALUE", f"The value of offset {token} is invalid")
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             iterator = self._iterators.get(iterator_id)
             if iterator is not None and iterator.expires_at < now:

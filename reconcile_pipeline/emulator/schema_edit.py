@@ -1,4 +1,5 @@
-"""Schema edits at run time: rename a table or a field, delete a field, change a field's type.
+"""Schema edits at run time: add a base, rename a table or a field, delete a field, change a
+field's type.
 
 What Airtable does when someone edits the base in its UI: ids never change, so records and
 requests that address fields and tables by id keep working, while names take effect in the
@@ -8,17 +9,72 @@ memory only: the data file keeps records, and the schema file stays the source o
 at start-up.
 """
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from reconcile_pipeline.emulator import cells
+from reconcile_pipeline.emulator.clock import new_id
 from reconcile_pipeline.emulator.errors import ApiError, invalid_request, unknown_field
 from reconcile_pipeline.emulator.formula import FormulaSyntaxError, compile_formula
 from reconcile_pipeline.emulator.formula_parser import rename_field_refs
 from reconcile_pipeline.emulator.records import TableData
-from reconcile_pipeline.emulator.schema import FieldSchema
+from reconcile_pipeline.emulator.schema import FieldSchema, Schema
 
 if TYPE_CHECKING:
     from reconcile_pipeline.emulator.store import Store
+
+
+_BASE_ID = re.compile(r"^app[A-Za-z0-9]{14}$")
+
+
+def add_base(
+    store: "Store",
+    base_id: str,
+    name: str | None = None,
+    like: str | None = None,
+    tables: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Add a base: a copy of the tables of base ``like`` (fields, field ids and views; new
+    table ids, links re-pointed inside the new base; no records), or ``tables`` shaped like
+    the metadata API's (table ids unused by any other base). Returns ``{"id", "name",
+    "tables"}`` (metadata). Added bases live in memory only, like the other schema edits.
+
+    Raises:
+        ValueError: a malformed or taken base id, neither or both of ``like`` and ``tables``,
+            an unknown ``like`` base, or a table id already in use.
+    """
+    if not isinstance(base_id, str) or not _BASE_ID.match(base_id):
+        raise ValueError(f"A base id is 'app' and 14 letters or digits, not {base_id!r}")
+    if (like is None) == (tables is None):
+        raise ValueError("Give either the base to copy (like) or its tables")
+    with store.lock:
+        if base_id in store.schema.bases:
+            raise ValueError(f"Base {base_id} exists already")
+        if like is not None:
+            template = store.schema.base(like)
+            if template is None:
+                raise ValueError(f"No base {like} to copy")
+            tables = _fresh_table_ids([t.to_meta() for t in template.tables])
+            name = name or f"{template.name} ({base_id})"
+        in_use = {t.id for b in store.schema.bases.values() for t in b.tables}
+        data = {"bases": [{"id": base_id, "name": name or base_id, "tables": tables}]}
+        base = Schema.from_dict(data).bases[base_id]
+        taken = sorted(in_use & {t.id for t in base.tables})
+        if taken:
+            raise ValueError(f"Table ids already in use: {taken}")
+        store.add_base(base)
+        return {**base.to_meta(), "tables": [t.to_meta() for t in base.tables]}
+
+
+def _fresh_table_ids(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    renamed = {table["id"]: new_id("tbl") for table in tables}
+    for table in tables:
+        table["id"] = renamed[table["id"]]
+        for column in table["fields"]:
+            options = column.get("options") or {}
+            if options.get("linkedTableId") in renamed:
+                options["linkedTableId"] = renamed[options["linkedTableId"]]
+    return tables
 
 
 def rename_table(store: "Store", base_id: str, table_key: str, new_name: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -121,12 +121,16 @@ def run_emulator(
     offset_ttl_seconds: float = 300.0,
     host: str = "127.0.0.1",
     port: int = 0,
+    token_rate_limit: float | None = None,
+    extra_tokens: Sequence[str] = (),
 ) -> Iterator[Emulator]:
     """Run an emulator in this process for the duration of the ``with`` block.
 
     Yields the `Emulator`, with ``url`` (``http://127.0.0.1:PORT``) and ``token`` set, and its
     direct helpers (``seed_records``, ``update_record_fields``, ``set_faults``, …).
-    ``rate_limit=0`` turns Airtable's 5 requests/s limit off.
+    ``rate_limit=0`` turns Airtable's 5 requests/s per base off; ``token_rate_limit`` is the
+    limit per token owner across bases (None: Airtable's 50 when ``rate_limit`` is on, else
+    off; 0: off). See `Emulator`.
     """
     emulator = Emulator(
         schema_path=schema_path,
@@ -135,6 +139,8 @@ def run_emulator(
         penalty_seconds=penalty_seconds,
         data_path=data_path,
         offset_ttl_seconds=offset_ttl_seconds,
+        token_rate_limit=token_rate_limit,
+        extra_tokens=extra_tokens,
     )
     with serving(emulator, host, port) as served:
         yield served

@@ -14,8 +14,9 @@ fields too. A regular write to the field replaces a raw value.
 import copy
 import math
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +36,7 @@ from reconcile_pipeline.emulator.records import (
     record_from_json,
     record_to_json,
 )
-from reconcile_pipeline.emulator.schema import FieldSchema, Schema
+from reconcile_pipeline.emulator.schema import BaseSchema, FieldSchema, Schema
 
 _FORMULA_CACHE_SIZE = 256
 _MAX_FORMULA_DEPTH = 20
@@ -77,11 +78,16 @@ class _RecordContext:
 class Store:
     """All bases' records. Every public method is atomic under one re-entrant lock."""
 
-    def __init__(self, schema: Schema, offset_ttl_seconds: float = 300.0) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        offset_ttl_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.schema = schema
         self.repeat_on_next_page = 0  # set by the fault injection (see faults.FaultConfig)
         self.lock = threading.RLock()
-        self.iterators = IteratorRegistry(offset_ttl_seconds)
+        self.iterators = IteratorRegistry(offset_ttl_seconds, clock)
         self.version = 0  # bumped on every write; persistence saves when it moves
         self._tables: dict[tuple[str, str], TableData] = {
             (base.id, table.id): TableData(base.id, table)
@@ -91,6 +97,14 @@ class Store:
         self._formulas: OrderedDict[tuple[str, str], CompiledFormula | FormulaSyntaxError] = (
             OrderedDict()
         )
+
+    def add_base(self, base: BaseSchema) -> None:
+        """Serve a new base (its id not yet in the schema), with empty tables."""
+        with self.lock:
+            self.schema.bases[base.id] = base
+            for table in base.tables:
+                self._tables[(base.id, table.id)] = TableData(base.id, table)
+            self.schema_changed()
 
     # ----- lookup -------------------------------------------------------------------------
 

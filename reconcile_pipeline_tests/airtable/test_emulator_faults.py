@@ -14,6 +14,7 @@ import requests
 from pyairtable import Table
 
 from reconcile_pipeline.emulator import Emulator, EmulatorAdmin, run_emulator
+from reconcile_pipeline.emulator.tokens import fingerprint
 from reconcile_pipeline_tests.airtable.conftest import BASE, TABLE, lead
 
 LIST_URL = f"/v0/{BASE}/{TABLE}"
@@ -141,8 +142,13 @@ def test_request_log_counts_by_path_template(
     assert [e["status"] for e in log["entries"]] == [200, 200, 200, 401]
     assert {e["base"] for e in log["entries"][:3]} == {BASE}
     assert all(e["time"] > 0 and e["monotonic"] > 0 for e in log["entries"])
+    # Per owner: authenticated requests only; per base: every request to it.
+    assert log["by_owner"] == {fingerprint(emulator.token): {"requests": 3, "rate_limited": 0}}
+    assert log["by_base"] == {BASE: {"requests": 4, "rate_limited": 0}}
     emulator.reset_request_log()
-    assert emulator.request_log() == {"total": 0, "counts": {}, "entries": []}
+    assert emulator.request_log() == {
+        "total": 0, "counts": {}, "by_owner": {}, "by_base": {}, "entries": []
+    }  # fmt: skip
 
 
 def test_admin_endpoints_drive_a_separate_emulator(emulator: Emulator, table: Table) -> None:
