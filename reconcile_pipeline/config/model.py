@@ -134,6 +134,12 @@ class TableConfig(_Strict):
             raise ValueError(
                 f"soft_delete_column {column} is also a mapped field's column: the sync owns it"
             )
+        client_column = self.postgres.client_column
+        if client_column is not None and client_column in {f.column for f in self.fields.values()}:
+            raise ValueError(
+                f"client_column {client_column} is also a mapped field's column: the sync fills "
+                "it from the client's portal_client_id (drop the field, or sync it elsewhere)"
+            )
         if self.modified_time_field is not None and not FIELD_ID.match(self.modified_time_field):
             raise ValueError("modified_time_field must be an Airtable field id (fld…)")
         return self

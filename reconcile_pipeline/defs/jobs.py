@@ -85,9 +85,7 @@ def build_client_jobs(client: ClientSpec, tables: list[TableAssets]) -> ClientJo
                 airtable.table_client(mapping),
                 RunContext(run_id=context.run_id, dry_run=config.dry_run),
             )
-            context.log.info(
-                "Delete sweep of %s/%s: %s", client.key, mapping.name, result.counts()
-            )
+            context.log.info("Delete sweep of %s/%s: %s", client.key, mapping.name, result.counts())
             metadata.update({f"{mapping.name}/{k}": v for k, v in result.counts().items()})
         return dg.Output(None, metadata=metadata)
 
@@ -183,5 +181,3 @@ def build_client_jobs(client: ClientSpec, tables: list[TableAssets]) -> ClientJo
 client_jobs: dict[str, ClientJobs] = {
     spec.key: build_client_jobs(spec, client_tables[spec.key]) for spec in clients()
 }
-reconcile_jobs = [job for jobs in client_jobs.values() for job in jobs.jobs]
-reconcile_schedules = [s for jobs in client_jobs.values() for s in jobs.schedules]
