@@ -279,6 +279,10 @@ class AirtableClient:
 
     # ----- schema -------------------------------------------------------------------------
 
+    def use_schema(self, schema: dict[str, Any]) -> None:
+        """Take `schema` (cached by the caller) as this table's, sparing a metadata call."""
+        self._schema = schema
+
     def table_schema(self, refresh: bool = False) -> dict[str, Any]:
         """The table from the metadata API: ``{"id", "name", "primaryFieldId", "fields": […]}``.
 

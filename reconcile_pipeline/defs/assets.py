@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import dagster as dg
 import pandas as pd
 
+from reconcile_pipeline.airtable.errors import AirtableRequestError
 from reconcile_pipeline.airtable.resource import AirtableResource
 from reconcile_pipeline.defs.config import PullConfig, ReconcileConfig
-from reconcile_pipeline.defs.metadata import markdown_table, window_metadata
+from reconcile_pipeline.defs.metadata import markdown_table, materialization_metadata
 from reconcile_pipeline.defs.naming import airtable_resource_key, base_pool
 from reconcile_pipeline.defs.partitions import reconcile_windows
 from reconcile_pipeline.defs.project import ClientSpec, clients
@@ -28,8 +29,15 @@ from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.frames import records_frame
 from reconcile_pipeline.engine.mapping import TableMapping
+from reconcile_pipeline.engine.schema_cache import current_schema, unknown_to
+from reconcile_pipeline.engine.schema_cache import refresh as refresh_schema
 from reconcile_pipeline.engine.stages import fetch_window, merge_snapshot, push_window
-from reconcile_pipeline.engine.validate import MappingError, resolve_mapping, validate_mapping
+from reconcile_pipeline.engine.validate import (
+    Coverage,
+    MappingError,
+    resolve_mapping,
+    validate_mapping,
+)
 
 OWNERS = ["team:revops-data"]
 
@@ -85,9 +93,19 @@ def build_table_assets(
     def resources(context: dg.AssetExecutionContext) -> tuple[AirtableResource, PostgresResource]:
         return getattr(context.resources, airtable_key), context.resources.postgres
 
-    def resolved(airtable: AirtableResource) -> TableMapping:
-        """The mapping with this run's select options from Airtable's schema (cached)."""
-        return resolve_mapping(mapping, airtable.table_client(mapping).table_schema())
+    def resolved(airtable: AirtableResource, postgres: PostgresResource) -> TableMapping:
+        """The mapping with this run's select options from Airtable's schema (cached for a
+        day in PostgreSQL, and for the run in the table client)."""
+        schema, _ = current_schema(postgres.repository(mapping), airtable.table_client(mapping))
+        return resolve_mapping(mapping, schema)
+
+    def checked(repo, client) -> Coverage:
+        """Validate the mapping against the schema `client` holds; the clean message, not a
+        wrapped traceback, names every deleted or retyped field and what to change."""
+        try:
+            return validate_mapping(repo, client)
+        except MappingError as error:
+            raise dg.Failure(description=f"{key}: {error}") from None
 
     @dg.asset(name=f"airtable_{key}", kinds={"airtable", "pandas"}, **common)
     def airtable_records(
@@ -107,19 +125,34 @@ def build_table_assets(
                 description=f"{key}: {'; '.join(problems)}: {UPGRADE_HINT} to install it from "
                 "the project file; until then portal edits of this table are never pushed."
             )
-        # Fails fast, naming every deleted or retyped field and what to change in the file.
-        try:
-            coverage = validate_mapping(repo, client)
-        except MappingError as error:  # the clean message, not a wrapped traceback
-            raise dg.Failure(description=f"{key}: {error}") from None
-        repo = postgres.repository(resolved(airtable))
+        # Fails fast, naming every deleted or retyped field and what to change in the file;
+        # against the schema cached today (no metadata call), fetched again when stale.
+        schema, schema_fetched = current_schema(repo, client)
+        coverage = checked(repo, client)
+        repo = postgres.repository(resolve_mapping(mapping, schema))
         repo.register_tracked_columns()
-        fetched = fetch_window(
-            repo,
-            client,
-            run_context(context),
-            overlap=dt.timedelta(minutes=config.overlap_minutes),
-        )
+        window = run_context(context)
+        overlap = dt.timedelta(minutes=config.overlap_minutes)
+        try:
+            fetched = fetch_window(repo, client, window, overlap=overlap)
+        except AirtableRequestError as error:
+            if error.error_type != "UNKNOWN_FIELD_NAME" or schema_fetched:
+                raise
+            # A mapped field is gone since the schema was cached: say which, clearly.
+            context.log.warning("Airtable refused a mapped field: re-reading the schema")
+            refresh_schema(postgres.repository(mapping), client)
+            checked(postgres.repository(mapping), client)
+            raise
+        unknown = unknown_to(schema, repo, fetched.records)
+        if unknown and not schema_fetched:
+            # Something new in Airtable: the merge must see today's fields and options.
+            context.log.info(
+                "The pull holds %s the cached schema does not know: re-reading it",
+                ", ".join(unknown[:5]),
+            )
+            refresh_schema(postgres.repository(mapping), client)
+            coverage = checked(postgres.repository(mapping), client)
+            schema_fetched = True
         frame: pd.DataFrame = records_frame(repo.mapping, fetched.records)
         context.log.info(
             "Pulled %d records in %d requests (%s)",
@@ -139,29 +172,34 @@ def build_table_assets(
             if c in frame.columns
         ]
         return dg.MaterializeResult(
-            metadata={
-                **window_metadata(context),
-                "pulled": len(frame),
-                "pages": fetched.pages,
-                "airtable_requests": fetched.requests,
-                "repeated_in_pull": fetched.repeated_in_pull,
-                "pull_from": dg.MetadataValue.timestamp(fetched.pull_start)
-                if fetched.pull_start is not None
-                else "full pull (no high-water mark yet)",
-                "duration_seconds": round(fetched.seconds, 3),
-                "field_coverage": coverage.summary(),
-                "dagster/row_count": len(frame),
-                "dagster/column_schema": dg.TableSchema(
-                    columns=[
-                        dg.TableColumn(name, str(dtype)) for name, dtype in frame.dtypes.items()
-                    ]
-                ),
-                "preview": dg.MetadataValue.md(
-                    frame[preview_columns].head(5).to_markdown(index=False)
-                    if len(frame)
-                    else "_none_"
-                ),
-            }
+            metadata=materialization_metadata(
+                context,
+                {
+                    "pulled": len(frame),
+                    "pages": fetched.pages,
+                    "airtable_requests": fetched.requests,
+                    "repeated_in_pull": fetched.repeated_in_pull,
+                    "pull_from": dg.MetadataValue.timestamp(fetched.pull_start)
+                    if fetched.pull_start is not None
+                    else "full pull (no high-water mark yet)",
+                    "duration_seconds": round(fetched.seconds, 3),
+                    "field_coverage": coverage.summary(),
+                    "schema": "read from Airtable in this run"
+                    if schema_fetched
+                    else "cached (re-read daily, or when a run meets a new field or option)",
+                    "dagster/row_count": len(frame),
+                    "dagster/column_schema": dg.TableSchema(
+                        columns=[
+                            dg.TableColumn(name, str(dtype)) for name, dtype in frame.dtypes.items()
+                        ]
+                    ),
+                    "preview": dg.MetadataValue.md(
+                        frame[preview_columns].head(5).to_markdown(index=False)
+                        if len(frame)
+                        else "_none_"
+                    ),
+                },
+            )
         )
 
     @dg.asset(
@@ -175,48 +213,50 @@ def build_table_assets(
         started = time.monotonic()
         airtable, postgres = resources(context)
         result = merge_snapshot(
-            postgres.repository(resolved(airtable)), run_context(context, config.dry_run)
+            postgres.repository(resolved(airtable, postgres)), run_context(context, config.dry_run)
         )
         context.log.info("Stage 1: %s", result.counts())
         return dg.MaterializeResult(
-            metadata={
-                **window_metadata(context),
-                **result.counts(),
-                "dry_run": result.dry_run,
-                "high_water_mark": dg.MetadataValue.timestamp(result.high_water_mark)
-                if result.high_water_mark is not None
-                else "not advanced",
-                "duration_seconds": round(time.monotonic() - started, 3),
-                "changes": markdown_table(
-                    [
-                        {
-                            "record": c["record_id"],
-                            "field": c["field"],
-                            "old": c["old"],
-                            "new": c["new"],
-                        }
-                        for c in result.changes
-                    ]
-                ),
-                "conflicts_preview": markdown_table(
-                    [
-                        {
-                            "record": c["record_id"],
-                            "field": c["field"],
-                            "airtable": c["airtable"],
-                            "portal": c["portal"],
-                            "decision": c["decision"],
-                        }
-                        for c in result.conflict_rows
-                    ]
-                ),
-                "quarantine_preview": markdown_table(
-                    [
-                        {"record": q["record_id"], "field": q["field"], "reason": q["reason"]}
-                        for q in result.quarantine_rows
-                    ]
-                ),
-            }
+            metadata=materialization_metadata(
+                context,
+                {
+                    **result.counts(),
+                    "dry_run": result.dry_run,
+                    "high_water_mark": dg.MetadataValue.timestamp(result.high_water_mark)
+                    if result.high_water_mark is not None
+                    else "not advanced",
+                    "duration_seconds": round(time.monotonic() - started, 3),
+                    "changes": markdown_table(
+                        [
+                            {
+                                "record": c["record_id"],
+                                "field": c["field"],
+                                "old": c["old"],
+                                "new": c["new"],
+                            }
+                            for c in result.changes
+                        ]
+                    ),
+                    "conflicts_preview": markdown_table(
+                        [
+                            {
+                                "record": c["record_id"],
+                                "field": c["field"],
+                                "airtable": c["airtable"],
+                                "portal": c["portal"],
+                                "decision": c["decision"],
+                            }
+                            for c in result.conflict_rows
+                        ]
+                    ),
+                    "quarantine_preview": markdown_table(
+                        [
+                            {"record": q["record_id"], "field": q["field"], "reason": q["reason"]}
+                            for q in result.quarantine_rows
+                        ]
+                    ),
+                },
+            )
         )
 
     @dg.asset(name=f"postgres_dirty_{key}", deps=[merged], kinds={"postgres"}, **common)
@@ -244,11 +284,13 @@ def build_table_assets(
             for d in dirty[:20]
         ]
         return dg.MaterializeResult(
-            metadata={
-                **window_metadata(context),
-                "dirty": len(dirty),
-                "preview": markdown_table(preview),
-            }
+            metadata=materialization_metadata(
+                context,
+                {
+                    "dirty": len(dirty),
+                    "preview": markdown_table(preview),
+                },
+            )
         )
 
     @dg.asset(name="airtable_push_results", deps=[dirty], kinds={"airtable", "postgres"}, **common)
@@ -257,30 +299,32 @@ def build_table_assets(
         started = time.monotonic()
         airtable, postgres = resources(context)
         result = push_window(
-            postgres.repository(resolved(airtable)),
+            postgres.repository(resolved(airtable, postgres)),
             airtable.table_client(mapping),
             run_context(context, config.dry_run),
             lock_name=lock_name(base, mapping),
         )
         context.log.info("Stage 2: %s", result.counts())
         return dg.MaterializeResult(
-            metadata={
-                **window_metadata(context),
-                **result.counts(),
-                "dry_run": result.dry_run,
-                "duration_seconds": round(time.monotonic() - started, 3),
-                "preview": markdown_table(
-                    [
-                        {
-                            "record": r["record_id"],
-                            "outcome": r["outcome"],
-                            "fields": ", ".join(r["fields"]),
-                            "error": r["error"] or "",
-                        }
-                        for r in result.results
-                    ]
-                ),
-            }
+            metadata=materialization_metadata(
+                context,
+                {
+                    **result.counts(),
+                    "dry_run": result.dry_run,
+                    "duration_seconds": round(time.monotonic() - started, 3),
+                    "preview": markdown_table(
+                        [
+                            {
+                                "record": r["record_id"],
+                                "outcome": r["outcome"],
+                                "fields": ", ".join(r["fields"]),
+                                "error": r["error"] or "",
+                            }
+                            for r in result.results
+                        ]
+                    ),
+                },
+            )
         )
 
     return TableAssets(client, mapping, airtable_records, merged, dirty, pushed)

@@ -16,6 +16,8 @@ RECONCILE_TABLES = {
     "runs",
     "high_water_marks",
     "pull_coverage",
+    "airtable_schemas",
+    "api_usage",
     "alembic_version",
 }
 
