@@ -155,6 +155,18 @@ class ClientConfig(_Strict):
         description="The value of `client_column` on this client's rows of a shared portal "
         "table (default: the client's key).",
     )
+    workspace: str | None = Field(
+        default=None,
+        description="The Airtable workspace of the base: clients naming the same one share its "
+        "monthly API calls (default: the client's key, a workspace of its own).",
+    )
+    api_calls_per_month: int = Field(
+        default=100_000,
+        gt=0,
+        description="The workspace plan's monthly API calls (Free 1,000; Team 100,000): the "
+        "airtable_api_budget check warns at 80% and the schedule slows down instead of "
+        "exceeding it.",
+    )
     token_env: str = Field(
         default="AIRTABLE_API_KEY",
         description="The NAME of the environment variable holding the base's token (never the "

@@ -11,8 +11,10 @@ query per table. Each persists its own result in PostgreSQL (snapshot, merge out
 results) and returns metadata only, so no IO manager pickles anything between steps.
 """
 
+import contextlib
 import datetime as dt
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
@@ -26,6 +28,7 @@ from reconcile_pipeline.defs.naming import airtable_resource_key, base_pool
 from reconcile_pipeline.defs.partitions import reconcile_windows
 from reconcile_pipeline.defs.project import ClientSpec, clients
 from reconcile_pipeline.defs.resources import PostgresResource
+from reconcile_pipeline.engine import api_usage
 from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.frames import records_frame
 from reconcile_pipeline.engine.mapping import TableMapping
@@ -40,6 +43,14 @@ from reconcile_pipeline.engine.validate import (
 )
 
 OWNERS = ["team:revops-data"]
+
+
+def count_api_calls(context, postgres: PostgresResource, client: ClientSpec, requests: int) -> None:
+    """Add a step's Airtable requests to the client's API usage; never fails the step."""
+    try:
+        api_usage.record(postgres.engine, client.key, client.base_id, requests)
+    except Exception as exc:  # the count is for the budget check; the sync matters more
+        context.log.warning("Could not count %d Airtable requests: %s", requests, exc)
 
 
 def run_context(context: dg.AssetExecutionContext, dry_run: bool = False) -> RunContext:
@@ -93,6 +104,16 @@ def build_table_assets(
     def resources(context: dg.AssetExecutionContext) -> tuple[AirtableResource, PostgresResource]:
         return getattr(context.resources, airtable_key), context.resources.postgres
 
+    @contextlib.contextmanager
+    def counted(context, airtable: AirtableResource, postgres: PostgresResource) -> Iterator[None]:
+        """Count the step's Airtable requests in the month's API budget (reconcile.api_usage)."""
+        table_client = airtable.table_client(mapping)
+        before = table_client.requests_sent
+        try:
+            yield
+        finally:
+            count_api_calls(context, postgres, client, table_client.requests_sent - before)
+
     def resolved(airtable: AirtableResource, postgres: PostgresResource) -> TableMapping:
         """The mapping with this run's select options from Airtable's schema (cached for a
         day in PostgreSQL, and for the run in the table client)."""
@@ -112,9 +133,17 @@ def build_table_assets(
         context: dg.AssetExecutionContext, config: PullConfig
     ) -> dg.MaterializeResult:
         """Airtable records created or modified in the window (plus the overlap), snapshotted."""
-        from reconcile_pipeline.config.install import UPGRADE_HINT, capture_problems
-
         airtable, postgres = resources(context)
+        with counted(context, airtable, postgres):
+            return pull(context, config, airtable, postgres)
+
+    def pull(
+        context: dg.AssetExecutionContext,
+        config: PullConfig,
+        airtable: AirtableResource,
+        postgres: PostgresResource,
+    ) -> dg.MaterializeResult:
+        from reconcile_pipeline.config.install import UPGRADE_HINT, capture_problems
 
         client = airtable.table_client(mapping)
         repo = postgres.repository(mapping)
@@ -212,9 +241,11 @@ def build_table_assets(
         """The portal's rows after stage 1 merged the window's Airtable records into them."""
         started = time.monotonic()
         airtable, postgres = resources(context)
-        result = merge_snapshot(
-            postgres.repository(resolved(airtable, postgres)), run_context(context, config.dry_run)
-        )
+        with counted(context, airtable, postgres):
+            result = merge_snapshot(
+                postgres.repository(resolved(airtable, postgres)),
+                run_context(context, config.dry_run),
+            )
         context.log.info("Stage 1: %s", result.counts())
         return dg.MaterializeResult(
             metadata=materialization_metadata(
@@ -298,12 +329,13 @@ def build_table_assets(
         """What stage 2 did for each dirty lead: updated, skipped, conflict or failed."""
         started = time.monotonic()
         airtable, postgres = resources(context)
-        result = push_window(
-            postgres.repository(resolved(airtable, postgres)),
-            airtable.table_client(mapping),
-            run_context(context, config.dry_run),
-            lock_name=lock_name(base, mapping),
-        )
+        with counted(context, airtable, postgres):
+            result = push_window(
+                postgres.repository(resolved(airtable, postgres)),
+                airtable.table_client(mapping),
+                run_context(context, config.dry_run),
+                lock_name=lock_name(base, mapping),
+            )
         context.log.info("Stage 2: %s", result.counts())
         return dg.MaterializeResult(
             metadata=materialization_metadata(

@@ -16,7 +16,7 @@ import dagster as dg
 from reconcile_pipeline.defs.assets import TableAssets, project_tables
 from reconcile_pipeline.defs.metadata import markdown_table
 from reconcile_pipeline.defs.resources import PostgresResource
-from reconcile_pipeline.engine import invariants
+from reconcile_pipeline.engine import api_usage, invariants
 from reconcile_pipeline.engine.invariants import Finding
 
 PUSH_ERROR_RATE_THRESHOLD = 0.10
@@ -149,7 +149,42 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.freshness(postgres.repository(mapping), FRESHNESS_LIMIT)
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
+    client = table.client
+
+    @dg.asset_check(asset=table.pushed, blocking=False)
+    def airtable_api_budget(
+        context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+    ) -> dg.AssetCheckResult:
+        """The Airtable workspace's API calls this month and the month's projection: WARN at
+        80% of the plan or when projected past it (the schedule then slows down)."""
+        budget = api_usage.month_budget(
+            postgres.engine,
+            client.workspace,
+            client.workspace_members,
+            client.config.api_calls_per_month,
+        )
+        return dg.AssetCheckResult(
+            passed=budget.passed,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=budget.summary(),
+            metadata={
+                "workspace": budget.workspace,
+                "clients": ", ".join(budget.clients),
+                "used_this_month": budget.used,
+                "plan_calls_per_month": budget.cap,
+                "projected_this_month": budget.projected,
+                "used_share": round(budget.used_share, 4),
+                "projected_share": round(budget.projected_share, 4),
+                "schedule_cadence_minutes": budget.cadence_minutes(),
+            },
+        )
+
+    # One budget check per client (its first table's push results): the budget is the
+    # workspace's, not a table's.
+    budget_checks = [airtable_api_budget] if mapping == client.mappings[0] else []
+
     return [
+        *budget_checks,
         no_record_twice_in_pull,
         no_echo_marked_dirty,
         one_lead_per_airtable_record,

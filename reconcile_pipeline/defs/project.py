@@ -20,6 +20,17 @@ class ClientSpec:
     key: str
     config: ClientConfig
     mappings: tuple[TableMapping, ...]
+    # Every client of the project file in this client's Airtable workspace (they share its
+    # monthly API calls); empty: the client alone.
+    workspace_clients: tuple[str, ...] = ()
+
+    @property
+    def workspace(self) -> str:
+        return self.config.workspace or self.key
+
+    @property
+    def workspace_members(self) -> tuple[str, ...]:
+        return self.workspace_clients or (self.key,)
 
     @property
     def base_id(self) -> str:
@@ -43,10 +54,21 @@ def project() -> Project:
 @functools.cache
 def clients() -> tuple[ClientSpec, ...]:
     """Every client of the project file, in the file's order."""
-    loaded = project()
+    return specs_of(project())
+
+
+def specs_of(loaded: Project) -> tuple[ClientSpec, ...]:
+    """The clients of a loaded project file."""
+    declared = loaded.config.clients
+    workspaces = {key: client.workspace or key for key, client in declared.items()}
     return tuple(
-        ClientSpec(key, declared, tuple(loaded.mappings(key)))
-        for key, declared in loaded.config.clients.items()
+        ClientSpec(
+            key,
+            client,
+            tuple(loaded.mappings(key)),
+            tuple(k for k in declared if workspaces[k] == workspaces[key]),
+        )
+        for key, client in declared.items()
     )
 
 

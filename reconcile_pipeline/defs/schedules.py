@@ -4,7 +4,7 @@ Ticks come every 15 minutes and windows are 20 minutes long, so the 15 minutes s
 tick always lie in at most two windows: the one containing the tick and the one containing
 tick - 15 min. Requesting both means every change is reconciled by the first tick after it; a
 window requested twice (while in progress, then once closed) is harmless because runs are
-idempotent.
+idempotent. Both windows go in one range run: one Airtable listing per table per tick.
 """
 
 from collections.abc import Mapping
@@ -22,6 +22,7 @@ from reconcile_pipeline.defs.naming import (  # noqa: E402
     run_tags,
 )
 from reconcile_pipeline.defs.partitions import PARTITIONS_START, partition_key_for, window_for
+from reconcile_pipeline.defs.project import ClientSpec
 
 __all__ = ["BASE_TAG", "CLIENT_TAG", "TOKEN_TAG", "base_pool", "run_tags"]
 
@@ -55,59 +56,122 @@ def reconcile_run_tags(base_id: str) -> Mapping[str, str]:
 
 
 def windows_to_request(
-    tick: datetime, *, first_window_start: datetime = PARTITIONS_START
+    tick: datetime,
+    *,
+    first_window_start: datetime = PARTITIONS_START,
+    lookback: timedelta = TICK_INTERVAL,
 ) -> list[str]:
-    """Partition keys a tick at `tick` requests, oldest first, without duplicates.
+    """Partition keys a tick at `tick` requests (the windows holding `tick - lookback` …
+    `tick`), oldest first, without duplicates.
 
     Windows starting before `first_window_start` do not exist as partitions and are left out.
-    Oldest first so that, with one run per base at a time, the older window is reconciled first.
     """
+    first = max(window_for(tick - lookback)[0], window_for(first_window_start)[0])
     keys: list[str] = []
-    for ts in (tick - TICK_INTERVAL, tick):
-        key = partition_key_for(ts)
-        if key not in keys and window_for(ts)[0] >= window_for(first_window_start)[0]:
-            keys.append(key)
+    start = first
+    while start <= window_for(tick)[0]:
+        keys.append(partition_key_for(start))
+        start = window_for(start)[1]
     return keys
 
 
 def run_requests_for(
-    tick: datetime, base_id: str, tags: Mapping[str, str] | None = None
+    tick: datetime,
+    base_id: str,
+    tags: Mapping[str, str] | None = None,
+    lookback: timedelta = TICK_INTERVAL,
 ) -> list[dg.RunRequest]:
-    """One run request per window to reconcile at `tick`.
+    """The run to reconcile at `tick`: ONE run over the tick's windows (a range run when they
+    are two), so an idle tick costs one listing per table, not one per window (the API budget:
+    README "The API budget").
 
-    The run key names the tick as well as the window: the same window is requested by
+    The run key names the tick as well as the windows: the same window is requested by
     consecutive ticks, and a run key naming only the window would make Dagster skip the second
     request.
     """
+    keys = windows_to_request(tick, lookback=lookback)
+    if not keys:
+        return []
     tick_iso = tick.astimezone(UTC).isoformat(timespec="seconds")
     run_tags_ = dict(tags) if tags is not None else dict(reconcile_run_tags(base_id))
+    if len(keys) == 1:
+        return [
+            dg.RunRequest(run_key=f"{keys[0]}@{tick_iso}", partition_key=keys[0], tags=run_tags_)
+        ]
     return [
-        dg.RunRequest(run_key=f"{key}@{tick_iso}", partition_key=key, tags=run_tags_)
-        for key in windows_to_request(tick)
+        dg.RunRequest(
+            run_key=f"{keys[0]}..{keys[-1]}@{tick_iso}",
+            tags={
+                **run_tags_,
+                "dagster/asset_partition_range_start": keys[0],
+                "dagster/asset_partition_range_end": keys[-1],
+            },
+        )
     ]
 
 
+def budget_cadence(client: "ClientSpec", now: datetime) -> tuple[int, str | None]:
+    """Minutes between the client's reconcile runs that keep its workspace within the month's
+    API calls (15 while the projection fits), and the budget's summary; read when a tick is
+    evaluated (DATABASE_URL), never at import. No database configured: the normal cadence."""
+    import os
+
+    from sqlalchemy import create_engine
+
+    from reconcile_pipeline.engine.api_usage import month_budget
+
+    url = (os.environ.get("DATABASE_URL") or "").strip()
+    if not url:
+        return int(TICK_INTERVAL.total_seconds() // 60), None
+    engine = create_engine(url)
+    try:
+        budget = month_budget(
+            engine,
+            client.workspace,
+            client.workspace_members,
+            client.config.api_calls_per_month,
+            now,
+        )
+    finally:
+        engine.dispose()
+    return budget.cadence_minutes(int(TICK_INTERVAL.total_seconds() // 60)), budget.summary()
+
+
 def build_reconcile_schedule(
-    client: str, job_name: str, tags: Mapping[str, str]
+    client: "ClientSpec", job_name: str, tags: Mapping[str, str]
 ) -> dg.ScheduleDefinition:
-    """The client's 15-minute schedule. RUNNING by default so that a fresh deployment (and the
-    demo UI) reconciles live without anyone finding the toggle; tests evaluate the definition
-    directly and never start a daemon."""
+    """The client's 15-minute schedule: one run per tick over the tick's windows. When the
+    month's projected API calls exceed the workspace's plan, it runs every 30 or 60 minutes
+    instead (each run covering the time since the previous one), never past the quota.
+
+    RUNNING by default so that a fresh deployment (and the demo UI) reconciles live without
+    anyone finding the toggle; tests evaluate the definition directly and never start a daemon.
+    """
 
     @dg.schedule(
-        name=reconcile_schedule_name(client),
+        name=reconcile_schedule_name(client.key),
         job_name=job_name,
         cron_schedule="*/15 * * * *",
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=(
-            f"Every 15 minutes: reconcile {client}'s window containing the tick and the window "
-            "containing tick - 15 min."
+            f"Every 15 minutes (slower when the API budget runs short): reconcile {client.key}'s "
+            "windows since the previous tick, as one run."
         ),
     )
-    def reconcile_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+    def reconcile_schedule(
+        context: dg.ScheduleEvaluationContext,
+    ) -> list[dg.RunRequest] | dg.SkipReason:
         # The scheduled time, not "now": a late evaluation must still cover the tick's windows.
         tick = context.scheduled_execution_time or datetime.now(UTC)
-        return run_requests_for(tick, tags[BASE_TAG], tags)
+        try:
+            cadence, summary = budget_cadence(client, tick)
+        except Exception as exc:  # the budget must never stop the sync
+            context.log.warning("API budget unavailable (%s): the normal cadence", exc)
+            cadence, summary = int(TICK_INTERVAL.total_seconds() // 60), None
+        minute = tick.astimezone(UTC).hour * 60 + tick.astimezone(UTC).minute
+        if minute % cadence:
+            return dg.SkipReason(f"API budget: reconciling every {cadence} minutes ({summary})")
+        return run_requests_for(tick, tags[BASE_TAG], tags, lookback=timedelta(minutes=cadence))
 
     return reconcile_schedule

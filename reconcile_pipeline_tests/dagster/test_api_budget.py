@@ -107,3 +107,77 @@ def test_a_schema_older_than_a_day_is_read_again(emulator, run, database_url):
 
     assert result.success
     assert counts["meta"] >= 1
+
+
+def test_every_request_is_counted_and_the_budget_check_warns_at_80_percent(
+    emulator, run, database_url
+):
+    emulator.seed_records(BASE, LEADS, [lead(1)])
+    result, counts = run()
+    assert result.success
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        counted = conn.execute(
+            text("SELECT sum(requests) FROM reconcile.api_usage WHERE client = 'demo'")
+        ).scalar_one()
+    assert counted == counts["meta"] + counts["list"]  # every request the base answered
+    [budget] = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "airtable_api_budget"
+    ]
+    assert budget.passed
+
+    # 80,000 of the Team plan's 100,000 calls spent this month: the check warns.
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO reconcile.api_usage (client, base_id, day, requests) "
+                "VALUES ('demo', :b, (now() AT TIME ZONE 'UTC')::date - 0, 80000) "
+                "ON CONFLICT (client, base_id, day) DO UPDATE SET requests = 80000"
+            ),
+            {"b": BASE},
+        )
+    engine.dispose()
+    result, _ = run()
+    [budget] = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "airtable_api_budget"
+    ]
+    assert result.success  # a WARN: the sync goes on
+    assert not budget.passed
+    assert budget.severity == dg.AssetCheckSeverity.WARN
+    assert "80," in budget.description and "100,000" in budget.description
+
+
+def test_the_schedule_slows_down_instead_of_blowing_the_quota(database_url, monkeypatch):
+    from reconcile_pipeline.defs.jobs import client_jobs
+
+    schedule = client_jobs["demo"].schedules[0]
+    monkeypatch.setenv("DATABASE_URL", database_url)
+
+    def evaluate(tick: dt.datetime):
+        context = dg.build_schedule_context(
+            scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+        )
+        return schedule.evaluate_tick(context)
+
+    quarter_past = dt.datetime.now(dt.UTC).replace(minute=15, second=0, microsecond=0)
+    assert len(evaluate(quarter_past).run_requests) == 1  # within budget: every tick
+
+    # Three times the plan projected for the month: every hour, each run covering the hour.
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO reconcile.api_usage (client, base_id, day, requests) "
+                "VALUES ('demo', :b, (now() AT TIME ZONE 'UTC')::date, 10000000)"
+            ),
+            {"b": BASE},
+        )
+    engine.dispose()
+    skipped = evaluate(quarter_past)
+    assert skipped.run_requests == [] and "every 60 minutes" in skipped.skip_message
+    on_the_hour = quarter_past.replace(minute=0)
+    [request] = evaluate(on_the_hour).run_requests
+    tags = request.tags
+    start = dt.datetime.strptime(tags["dagster/asset_partition_range_start"], "%Y-%m-%d-%H:%M")
+    end = dt.datetime.strptime(tags["dagster/asset_partition_range_end"], "%Y-%m-%d-%H:%M")
+    assert end - start == dt.timedelta(hours=1)  # four windows: the hour since the last run
