@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from reconcile_pipeline.config.load import DEMO_FILE, Project, load
 from reconcile_pipeline.console import create_app, running_console
 from reconcile_pipeline.engine.repository import Repository
+from reconcile_pipeline_tests.browser import conftest as browser_fixtures
 
 TOKEN = "console-test-token-4f8a9b1c2d3e"
 CLIENT, TABLE = "demo", "leads"
@@ -234,3 +235,9 @@ def operator(console: Browser) -> Browser:
 def scalar(engine: Engine, sql: str, **params):
     with engine.connect() as conn:
         return conn.execute(text(sql), params).scalar_one()
+
+
+# Headless Chromium, as the Dagster UI's browser test drives it (Debian's chromium; skipped
+# when absent). Bound here so the console's tests share the same fixtures.
+chromium_executable = browser_fixtures.chromium_executable
+browser_page = browser_fixtures.browser_page
