@@ -15,6 +15,7 @@ Exit status 1 when a page's slowest request is over the budget.
 import argparse
 import datetime as dt
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -170,6 +171,13 @@ def main() -> int:
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="rp-console-bench-"))
+    try:
+        return measure(home, args)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def measure(home: Path, args: argparse.Namespace) -> int:
     with EmbeddedPostgres(home).running() as server:
         url = server.database_url("reconcile")
         upgrade(url)
