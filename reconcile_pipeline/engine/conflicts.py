@@ -100,7 +100,7 @@ def resolve(repo: Repository, conflict_id: int, choice: Choice, value: Any = Non
                 "INSERT INTO reconcile.change_history (client, "
                 "table_key, airtable_record_id, field, "
                 "old_value, new_value, direction, reason) VALUES (:c, :t, :rid, :field, "
-                "CAST(:old AS jsonb), CAST(:new AS jsonb), 'airtable_to_postgres', :reason)"
+                "CAST(:old AS jsonb), CAST(:new AS jsonb), :direction, :reason)"
             ),
             {
                 "c": repo.mapping.client,
@@ -110,6 +110,11 @@ def resolve(repo: Repository, conflict_id: int, choice: Choice, value: Any = Non
                 "old": json.dumps(decided),
                 "new": json.dumps(chosen),
                 "reason": f"conflict_resolution:{choice}",
+                # Airtable's value comes to the portal; the portal's or a custom value goes to
+                # Airtable (pushed by the next run).
+                "direction": "airtable_to_postgres"
+                if choice == "airtable"
+                else "postgres_to_airtable",
             },
         )
     return chosen

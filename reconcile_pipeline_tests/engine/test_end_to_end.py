@@ -421,8 +421,12 @@ def test_conflict_resolved_with_the_portal_value_goes_out_through_the_normal_pus
     with engine.connect() as conn:
         reasons = set(
             conn.execute(
-                text("SELECT reason FROM reconcile.change_history WHERE airtable_record_id = :r"),
+                text(
+                    "SELECT reason, direction FROM reconcile.change_history "
+                    "WHERE airtable_record_id = :r"
+                ),
                 {"r": rid},
-            ).scalars()
+            ).all()
         )
-    assert "conflict_resolution:portal" in reasons
+    # The portal's value goes to Airtable: audited in that direction.
+    assert ("conflict_resolution:portal", "postgres_to_airtable") in reasons
