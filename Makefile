@@ -20,8 +20,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/reconcile demo
 
+# make ui PORT=3001 EMULATOR_PORT=8766: other ports for the UI (default 3000) and the emulator
+# (default 8765). A second `make ui` in the same folder needs another PORT (it uses the first
+# one's emulator); in another folder (another .reconcile/), another EMULATOR_PORT too.
 ui: $(STAMP)
-	$(BIN)/reconcile ui
+	$(BIN)/reconcile ui $(if $(PORT),--port $(PORT)) $(if $(EMULATOR_PORT),--emulator-port $(EMULATOR_PORT))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,12 +1,22 @@
-"""`reconcile`: the operator's command line (embedded database, migrations, status)."""
+"""`reconcile`: the operator's command line (embedded database, migrations, status).
+
+A known failure never shows a traceback: one or two lines on stderr saying what is wrong and
+what to set, exit 2 for a configuration error (a variable, an argument, the project file), exit 1
+for a run that failed (its id and how to see it are printed). `--verbose` shows the traceback
+(and the run's event log). Secrets (database passwords, tokens) are never printed.
+"""
 
 import argparse
 import datetime as dt
+import errno
 import logging
 import os
 import shlex
 import sys
+import traceback
 import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from sqlalchemy import create_engine, text
 
@@ -17,6 +27,211 @@ from reconcile_pipeline.db import urls as url_tools
 from reconcile_pipeline.db.embedded import EmbeddedPostgres
 from reconcile_pipeline.db.migrate import current_revision, head_revision
 from reconcile_pipeline.instance import prepare_environment
+
+
+class UsageError(Exception):
+    """A missing or conflicting argument; the message names it (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A known failure, as the user sees it: one or two lines and the exit code."""
+
+    message: str
+    code: int = 2
+
+
+DATABASE_EXAMPLE = "postgresql://user:password@host:5432/dbname"
+ENDPOINT_ENV = "AIRTABLE_ENDPOINT_URL"
+
+
+def _token_names() -> set[str]:
+    """The variables holding Airtable tokens: AIRTABLE_API_KEY and the project file's."""
+    from reconcile_pipeline.config.load import load
+
+    names = {TOKEN_ENV}
+    try:
+        names.update(client.token_env for client in load().config.clients.values())
+    except Exception:  # noqa: BLE001 — a bad project file is reported by whoever reads it
+        pass
+    return names
+
+
+def scrub(message: str, environment: Mapping[str, str]) -> str:
+    """`message` without secrets: a database URL (as set, or as normalised by the CLI) becomes
+    its variable's name, a password `***`; every spelling of a token `***`."""
+    from sqlalchemy.engine import make_url
+
+    from reconcile_pipeline.airtable.secrets import redact
+
+    for name in (settings.DATABASE_URL_ENV, settings.DAGSTER_POSTGRES_URL_ENV):
+        for value in {environment.get(name), os.environ.get(name)} - {None, ""}:
+            message = message.replace(value, f"${name}")
+            try:
+                password = make_url(value).password
+            except Exception:  # noqa: BLE001 — not a URL: nothing more to hide in it
+                password = None
+            if password and len(str(password)) > 2:
+                message = message.replace(str(password), "***")
+    tokens = {
+        value
+        for name in _token_names()
+        for value in (environment.get(name), os.environ.get(name))
+        if value and value.strip()
+    }
+    return redact(message, tokens)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0].rstrip(".") if lines else type(exc).__name__
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        orig = getattr(exc, "orig", None)  # SQLAlchemy's wrapper around the driver's error
+        if isinstance(orig, BaseException) and id(orig) not in seen:
+            yield orig
+            seen.add(id(orig))
+        exc = exc.__cause__ or exc.__context__
+
+
+def _malformed_url(environment: Mapping[str, str]) -> str | None:
+    """The name of the database variable that does not parse as a PostgreSQL URL."""
+    for name in (settings.DATABASE_URL_ENV, settings.DAGSTER_POSTGRES_URL_ENV):
+        value = environment.get(name)
+        if value:
+            try:
+                url_tools.app_url(value)
+            except Exception:  # noqa: BLE001 — exactly what is being asked
+                return name
+    return None
+
+
+def _url_problem(value: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        backend = make_url(value.replace("postgres://", "postgresql://", 1)).get_backend_name()
+    except Exception:  # noqa: BLE001 — exactly what is being described
+        return "it does not parse as a URL"
+    return f"it is a '{backend}' URL"
+
+
+def _database_failure(exc: BaseException, environment: Mapping[str, str]) -> Failure:
+    reason = _first_line(exc)
+    configured = environment.get(settings.DATABASE_URL_ENV)
+    name = settings.DATABASE_URL_ENV
+    if "psycopg2" in type(exc).__module__ and environment.get(settings.DAGSTER_POSTGRES_URL_ENV):
+        name = settings.DAGSTER_POSTGRES_URL_ENV  # Dagster's storage talks psycopg2
+    if configured or name != settings.DATABASE_URL_ENV:
+        return Failure(
+            f"PostgreSQL could not be reached ({reason}): set {name} to a database that "
+            f"answers ({DATABASE_EXAMPLE})"
+        )
+    return Failure(
+        f"the embedded PostgreSQL could not be reached ({reason}): run `reconcile db start`, "
+        f"or set {settings.DATABASE_URL_ENV} to your PostgreSQL ({DATABASE_EXAMPLE})"
+    )
+
+
+def explain(exc: BaseException, environment: Mapping[str, str]) -> Failure | None:
+    """The known failure `exc` is (or wraps), as one or two lines; None for anything else (a
+    bug: its traceback is shown)."""
+    for error in _chain(exc):
+        failure = _explain_one(error, environment)
+        if failure is not None:
+            return Failure(scrub(failure.message, environment), failure.code)
+    return None
+
+
+def _explain_one(exc: BaseException, environment: Mapping[str, str]) -> Failure | None:
+    import psycopg
+    import requests
+    from sqlalchemy import exc as sa_exc
+
+    from reconcile_pipeline.airtable.errors import AirtableRequestError
+    from reconcile_pipeline.config.load import ConfigError
+    from reconcile_pipeline.defs.partitions_start import PartitionsStartError
+    from reconcile_pipeline.demo.ui import PortInUse
+    from reconcile_pipeline.operations.review import NotSearchable
+
+    if isinstance(
+        exc, UsageError | ConfigError | AirtableConfigError | PortInUse | PartitionsStartError
+    ):
+        return Failure(str(exc))
+    if isinstance(exc, NotSearchable):
+        return Failure(f"history RECORD: {exc}; pass one of those")
+    malformed = _malformed_url(environment)
+    if malformed and isinstance(
+        exc, sa_exc.ArgumentError | sa_exc.NoSuchModuleError | ValueError | psycopg.ProgrammingError
+    ):
+        example = (
+            ", or unset it to use the embedded server"
+            if malformed == settings.DATABASE_URL_ENV
+            else ""
+        )
+        return Failure(
+            f"{malformed} is not a PostgreSQL URL ({_url_problem(environment[malformed])}): "
+            f"set it to {DATABASE_EXAMPLE}{example}"
+        )
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return _database_failure(getattr(exc, "orig", None) or exc, environment)
+    if isinstance(exc, psycopg.OperationalError) or type(exc).__name__ == "OperationalError":
+        return _database_failure(exc, environment)
+    if isinstance(exc, RuntimeError) and "embedded PostgreSQL" in str(exc):
+        return Failure(_first_line(exc))
+    if isinstance(exc, AirtableRequestError | requests.RequestException):
+        return _airtable_failure(exc)
+    if isinstance(exc, PermissionError) and exc.filename:
+        return Failure(
+            f"{exc.filename} is not writable ({exc.strerror}): set {settings.RECONCILE_HOME_ENV} "
+            "to a folder you can write"
+        )
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return Failure(f"a port is in use ({exc.strerror}): pass --port / --emulator-port")
+    return None
+
+
+def _airtable_failure(exc: BaseException) -> Failure:
+    from reconcile_pipeline.airtable.errors import translate_error
+
+    error = translate_error(exc) if not hasattr(exc, "status_code") else exc
+    status = getattr(error, "status_code", None)
+    endpoint = os.environ.get(ENDPOINT_ENV) or "https://api.airtable.com"
+    if status is None:
+        return Failure(
+            f"Airtable at {endpoint} did not answer ({getattr(error, 'error_type', '')}): set "
+            f"{ENDPOINT_ENV} to the API's address, or unset it for https://api.airtable.com"
+        )
+    if status in (401, 403):
+        return Failure(
+            f"Airtable refused the token ({status}): set {TOKEN_ENV} (or your project's "
+            "token_env) to a personal access token with access to the base"
+        )
+    if status == 404:
+        return Failure(
+            "Airtable has no such base or table (404): check base_id and airtable_table in the "
+            "project file (RECONCILE_CONFIG)"
+        )
+    return Failure(_first_line(error))
+
+
+def _hint_for_failed_run(lines: list[str]) -> str | None:
+    """What to set, when a failed run's error says it (the endpoint did not answer)."""
+    text = " ".join(lines)
+    if ENDPOINT_ENV in text:
+        return None
+    if "no response" in text or "ConnectionError" in text or "Connection refused" in text:
+        endpoint = os.environ.get(ENDPOINT_ENV) or "https://api.airtable.com"
+        return (
+            f"Airtable at {endpoint} did not answer: set {ENDPOINT_ENV} to the API's address, "
+            "or unset it for https://api.airtable.com"
+        )
+    return None
 
 
 def _cmd_db_start(args: argparse.Namespace) -> int:
@@ -147,8 +362,12 @@ def report_run(label: str, result) -> bool:
     alert = run_failure_alert(
         result.dagster_run, result.get_run_failure_event(), result.get_step_failure_events()
     )
-    for line in alert.lines[2:]:  # job and run id are already said
+    lines = list(alert.lines[2:])  # job and run id are already said
+    for line in lines:
         print(f"  {line}")
+    hint = _hint_for_failed_run(lines)
+    if hint:
+        print(f"  {hint}")
     print(f"  {see_run_hint(result.run_id)}")
     return False
 
@@ -169,32 +388,73 @@ def _clean_airtable_token_env() -> None:
 def _cmd_backfill(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    from reconcile_pipeline.defs.partitions_start import export_partitions_start
     from reconcile_pipeline.demo.environment import airtable_target
-    from reconcile_pipeline.launch import run_reconcile
 
     _clean_airtable_token_env()
     hours = args.hours + 24 * args.days
     now = args.now or dt.datetime.now(dt.UTC)
     ok = True
-    with airtable_target(seed_count=0):
-        prepare_environment()
+
+    from reconcile_pipeline.config.load import load
+
+    declared = list(load().config.clients)
+    if args.client is not None and args.client not in declared:
+        raise UsageError(
+            f"--client {args.client}: the project file declares no such client (it has: "
+            f"{', '.join(declared)})"
+        )
+
+    def label(partition: str | None, client: str | None) -> str:
+        what = (
+            f"Backfill of the last {hours:g} h as one run" if hours > 0 else f"Window {partition}"
+        )
+        return f"{client}: {what}" if client and len(declared) > 1 else what
+
+    def started(run_id: str, partition: str | None, client: str | None = None) -> None:
+        print(f"{label(partition, client)}: run {run_id} started…", flush=True)
+
+    urls = prepare_environment()  # a database that does not answer is said before anything
+    # The partitions start at the first recorded run (or where this backfill reaches back to),
+    # unless RECONCILE_PARTITIONS_START or the project file sets it; before the definitions load.
+    reach = dt.timedelta(hours=hours) if hours > 0 else dt.timedelta(minutes=40)
+    export_partitions_start(urls.app, earliest=now - reach)
+    with airtable_target(seed_count=0, client_key=args.client):
+        # Imported (the definitions load) once the Airtable variables are exported: the
+        # resources bind AIRTABLE_ENDPOINT_URL only when it is set at load.
+        from reconcile_pipeline.launch import run_reconcile
+
         with dg.DagsterInstance.get() as instance:
             # Without --hours/--days: the schedule's windows at `now`, which are two whenever
             # now and now - 15 min fall in different 20-minute windows; every run is reported.
-            for result in run_reconcile(instance, hours=hours, dry_run=args.dry_run, now=now):
-                if hours > 0:
-                    label = f"Backfill of the last {hours:g} h as one run"
-                else:
-                    label = f"Window {result.dagster_run.tags.get('dagster/partition')}"
-                ok = report_run(label, result) and ok
+            for result in run_reconcile(
+                instance,
+                hours=hours,
+                dry_run=args.dry_run,
+                now=now,
+                log_level=_run_log_level(args),
+                on_start=started,
+                client=args.client,
+            ):
+                tags = result.dagster_run.tags
+                client = tags.get("reconcile/client")
+                ok = report_run(label(tags.get("dagster/partition"), client), result) and ok
     return 0 if ok else 1
+
+
+def _run_log_level(args: argparse.Namespace) -> str:
+    """The runs' Dagster event log on the console: all of it with --verbose; otherwise none
+    (the command reports each run's outcome itself, and the event log is in the UI)."""
+    return "INFO" if getattr(args, "verbose", False) else "CRITICAL"
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
     from reconcile_pipeline.demo.ui import run_ui
 
     _clean_airtable_token_env()
-    return run_ui(port=args.port, trickle_seconds=args.trickle_seconds)
+    return run_ui(
+        port=args.port, trickle_seconds=args.trickle_seconds, emulator_port=args.emulator_port
+    )
 
 
 def _cmd_conflicts(args: argparse.Namespace) -> int:
@@ -204,9 +464,23 @@ def _cmd_conflicts(args: argparse.Namespace) -> int:
     from reconcile_pipeline.engine import conflicts
     from reconcile_pipeline.engine.repository import Repository
 
+    if args.action == "resolve" and args.id is None:
+        raise UsageError(
+            "conflicts resolve needs --id N: the conflict's number, as `reconcile conflicts "
+            "list` shows it (#N)"
+        )
+    if args.action == "resolve" and args.choose == "custom" and args.value is None:
+        raise UsageError("--choose custom needs --value with the JSON value, e.g. '\"ana\"'")
+    if args.value is not None:
+        try:
+            json.loads(args.value)
+        except ValueError:
+            raise UsageError(
+                f"--value {args.value!r} is not JSON: quote a text value, e.g. '\"ana\"'"
+            ) from None
     urls = prepare_environment()
     engine = create_engine(urls.app)
-    repos = [Repository(engine, mapping) for mapping in load().mappings()]
+    repos = [Repository(engine, mapping) for mapping in load().all_mappings()]
     if args.action == "list":
         shown = 0
         for repo in repos:
@@ -231,11 +505,146 @@ def _cmd_conflicts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "-"
+
+
+def _where(client: str | None, table_key: str | None) -> str:
+    return "/".join(part for part in (client, table_key) if part)
+
+
+def _cmd_quarantine(args: argparse.Namespace) -> int:
+    """Held fields: list them, have the next run look at them again, or release them."""
+    from reconcile_pipeline.operations import review
+
+    if args.action in ("retry", "release") and not args.id:
+        raise UsageError(
+            f"quarantine {args.action} needs --id N (repeatable): the hold's number, as "
+            "`reconcile quarantine list` shows it (#N)"
+        )
+    urls = prepare_environment()
+    engine = create_engine(urls.app)
+    try:
+        if args.action == "list":
+            holds = review.list_quarantine(
+                engine,
+                client=args.client,
+                table=args.table,
+                include_released=args.all,
+                limit=args.limit,
+                offset=args.offset,
+            )
+            total = review.count_quarantine(
+                engine, client=args.client, table=args.table, include_released=args.all
+            )
+            for hold in holds:
+                state = f"released {_when(hold.released_at)}" if hold.released_at else "open"
+                print(
+                    f"#{hold.id} {_where(hold.client, hold.table_key)} {hold.record_id} "
+                    f"{hold.field} ({hold.direction}, {state}, since {_when(hold.first_seen_at)}, "
+                    f"{hold.attempts} attempt{'s' if hold.attempts != 1 else ''}): "
+                    f"{hold.reason} — raw {review.shorten(hold.raw_value, 60)}"
+                )
+            kind = "holds" if args.all else "open holds"
+            more = total - args.offset - len(holds)
+            print(
+                f"{len(holds)} of {total} {kind} shown"
+                + (
+                    f" (--offset {args.offset + len(holds)} for the next {more})"
+                    if more > 0
+                    else ""
+                )
+            )
+            return 0
+        if args.action == "release":
+            released = review.release_quarantine(engine, args.id, client=args.client)
+            for hold_id in released:
+                print(f"#{hold_id} released (kept as history).")
+            return _not_open([i for i in args.id if i not in released])
+        outcome = review.retry_quarantine(engine, args.id, client=args.client)
+        for (client, table_key), mark in outcome.refetch.items():
+            where = _where(client, table_key)
+            if mark is None:
+                print(f"{where}: the next run pulls the whole table again (no time was known).")
+            else:
+                print(f"{where}: the next run pulls every record changed since {_when(mark)}.")
+        if outcome.repush:
+            print(f"The next push re-reads and decides again: {', '.join(outcome.repush)}.")
+        if outcome.retried:
+            ids = ", ".join(f"#{i}" for i in outcome.retried)
+            print(f"{ids} stay held until that run releases them (or counts another attempt).")
+        return _not_open(outcome.not_open)
+    finally:
+        engine.dispose()
+
+
+def _not_open(ids: list[int]) -> int:
+    if not ids:
+        return 0
+    listed = ", ".join(f"#{i}" for i in ids)
+    print(
+        f"reconcile: {listed}: no such open hold (see `reconcile quarantine list`)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+DIRECTIONS = {
+    "airtable_to_postgres": "Airtable → PostgreSQL",
+    "postgres_to_airtable": "PostgreSQL → Airtable",
+}
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    """Every change of a record on either side, newest first."""
+    from reconcile_pipeline.config.load import load
+    from reconcile_pipeline.operations import review
+
+    mappings = load().all_mappings()
+    urls = prepare_environment()
+    engine = create_engine(urls.app)
+    try:
+        matches = review.find_records(engine, mappings, args.record, client=args.client)
+        if not matches:
+            print(f"No synced record has {args.record!r} (searched the portal's tables).")
+            return 1
+        for match in matches:
+            changes = review.record_history(
+                engine,
+                match.record_id,
+                client=args.client or match.client,
+                table=args.table or match.table_key,
+                limit=args.limit,
+                offset=args.offset,
+            )
+            where = _where(match.client, match.table_key)
+            found = f" ({where}, found by {match.matched})" if match.table_key else ""
+            print(f"{match.record_id}{found}: {len(changes)} changes shown, newest first")
+            for change in changes:
+                window = (
+                    f"{_when(change.window_start)} – {_when(change.window_end)}"
+                    if change.window_start
+                    else "-"
+                )
+                print(
+                    f"  {change.changed_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC  "
+                    f"{_where(change.client, change.table_key)}.{change.field}: "
+                    f"{review.shorten(change.old_value, 40)} → "
+                    f"{review.shorten(change.new_value, 40)}  "
+                    f"{DIRECTIONS.get(change.direction, change.direction)}"
+                    f"{f' ({change.reason})' if change.reason else ''}  "
+                    f"run {change.run_id or '-'}  window {window}"
+                )
+        return 0
+    finally:
+        engine.dispose()
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from reconcile_pipeline.demo.run import run_demo
 
     _clean_airtable_token_env()
-    return run_demo()
+    return run_demo(log_level=_run_log_level(args))
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -415,29 +824,47 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reconcile", description=__doc__)
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show the traceback of a failure and the runs' event log",
+    )
+    # --verbose is accepted after the command too (`reconcile backfill --verbose`).
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    db = commands.add_parser("db", help="the embedded PostgreSQL and the schema")
+    def command(parent, name: str, **kwargs) -> argparse.ArgumentParser:
+        return parent.add_parser(name, parents=[verbose], **kwargs)
+
+    db = command(commands, "db", help="the embedded PostgreSQL and the schema")
     db_commands = db.add_subparsers(dest="db_command", required=True)
-    db_commands.add_parser(
+    command(
+        db_commands,
         "start",
         help="start (or reuse) the embedded server, migrate, print the URLs (passwords hidden)",
     ).set_defaults(func=_cmd_db_start)
-    db_commands.add_parser(
+    command(
+        db_commands,
         "env",
         help="print export lines with the full database URLs (passwords included) and "
         'DAGSTER_HOME: eval "$(reconcile db env)"',
     ).set_defaults(func=_cmd_db_env)
-    db_commands.add_parser("stop", help="stop the embedded server").set_defaults(func=_cmd_db_stop)
-    db_commands.add_parser(
+    command(db_commands, "stop", help="stop the embedded server").set_defaults(func=_cmd_db_stop)
+    command(
+        db_commands,
         "upgrade",
         help="apply schema migrations, then install change capture (trigger and tracked "
         "columns) on every table of the project file (idempotent)",
     ).set_defaults(func=_cmd_db_upgrade)
-    commands.add_parser(
-        "demo", help="set up the embedded default and run the demo reconcile"
+    command(
+        commands, "demo", help="set up the embedded default and run the demo reconcile"
     ).set_defaults(func=_cmd_demo)
-    backfill = commands.add_parser(
+    backfill = command(
+        commands,
         "backfill",
         help="reconcile the last N hours/days as ONE run (single-run backfill); without "
         "--hours/--days, the schedule's current windows (one run each)",
@@ -452,13 +879,24 @@ def build_parser() -> argparse.ArgumentParser:
         "2026-03-02T10:45:00Z): replays a schedule tick",
     )
     backfill.add_argument("--dry-run", action="store_true", help="plan only; write nothing")
-    backfill.set_defaults(func=_cmd_backfill)
-    ui = commands.add_parser(
-        "ui",
-        help="the Dagster UI (webserver + daemon) on the embedded "
-        "default, with a trickle of live edits",
+    backfill.add_argument(
+        "--client", help="only this client (its key in the project file; default: every client)"
     )
-    ui.add_argument("--port", type=int, default=3000)
+    backfill.set_defaults(func=_cmd_backfill)
+    ui = command(
+        commands,
+        "ui",
+        help="the Dagster UI (webserver + daemon) on the embedded default, with a trickle of "
+        "live edits; Ctrl-C, SIGTERM or SIGHUP stop everything it started",
+    )
+    ui.add_argument("--port", type=int, default=3000, help="the UI's port (default: %(default)s)")
+    ui.add_argument(
+        "--emulator-port",
+        type=int,
+        default=8765,
+        help="the Airtable emulator's port, without a token (default: %(default)s; 0 picks a "
+        "free one). Other commands of the same RECONCILE_HOME use this emulator while it runs",
+    )
     ui.add_argument(
         "--trickle-seconds",
         type=float,
@@ -466,16 +904,60 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between simulated edits (0 = none)",
     )
     ui.set_defaults(func=_cmd_ui)
-    conflict = commands.add_parser(
-        "conflicts", help="the conflict queue: list, resolve, accept-all"
-    )
+    conflict = command(commands, "conflicts", help="the conflict queue: list, resolve, accept-all")
     conflict.add_argument("action", choices=["list", "resolve", "accept-all"])
     conflict.add_argument("--id", type=int, help="conflict id (resolve)")
     conflict.add_argument("--choose", choices=["airtable", "portal", "custom"], default="airtable")
     conflict.add_argument("--value", help="JSON value for --choose custom, e.g. '\"ana\"'")
     conflict.add_argument("--limit", type=int, default=50)
     conflict.set_defaults(func=_cmd_conflicts)
-    init_command = commands.add_parser(
+    quarantine = command(
+        commands,
+        "quarantine",
+        help="fields held back (a value one side holds that the mapping cannot take): list; "
+        "retry (the next run looks at the record again: a pull hold moves the table's "
+        "high-water mark back to the record's last Airtable edit, so the next pull lists it "
+        "with everything changed since; a push hold counts as a portal edit, so the next push "
+        "re-reads it; the hold stays open until that run releases it or counts another "
+        "attempt); release (close the hold, kept as history; the field keeps its last good "
+        "value)",
+        description="Fields held back in quarantine. retry: the next run looks at the "
+        "record again (pull holds: the table's high-water mark moves back to the record's "
+        "last Airtable edit, so the next pull lists it, with everything changed since, and "
+        "unchanged records are not rewritten; push holds: counted as a portal edit, so the "
+        "next push re-reads the record from Airtable); the hold stays open until that run "
+        "releases it, or counts another attempt. Use it after fixing the cause (the project "
+        "file's mapping, a select option added in Airtable). release: close the hold, kept "
+        "as history; PostgreSQL keeps the field's last good value.",
+    )
+    quarantine.add_argument("action", choices=["list", "retry", "release"])
+    quarantine.add_argument(
+        "--id", type=int, action="append", help="hold number (#N in the list); repeatable"
+    )
+    quarantine.add_argument("--table", help="list: only this table (its key in the file)")
+    quarantine.add_argument("--client", help="only this client (its key in the file)")
+    quarantine.add_argument("--all", action="store_true", help="list: released holds too")
+    quarantine.add_argument("--limit", type=int, default=50)
+    quarantine.add_argument("--offset", type=int, default=0)
+    quarantine.set_defaults(func=_cmd_quarantine)
+    history = command(
+        commands,
+        "history",
+        help="every change of a record on either side (field, old → new, direction, run, "
+        "window, when), newest first",
+    )
+    history.add_argument(
+        "record",
+        metavar="RECORD",
+        help="an Airtable record id (rec…), or an e-mail or phone found in a synced table",
+    )
+    history.add_argument("--table", help="only this table (its key in the file)")
+    history.add_argument("--client", help="only this client (its key in the file)")
+    history.add_argument("--limit", type=int, default=100)
+    history.add_argument("--offset", type=int, default=0)
+    history.set_defaults(func=_cmd_history)
+    init_command = command(
+        commands,
         "init",
         help="write a starter reconcile.yaml from a live Airtable base and a PostgreSQL table",
     )
@@ -503,10 +985,11 @@ def build_parser() -> argparse.ArgumentParser:
     init_command.add_argument("--output", default="reconcile.yaml", help="default: %(default)s")
     init_command.add_argument("--force", action="store_true", help="overwrite an existing file")
     init_command.set_defaults(func=_cmd_init)
-    commands.add_parser("status", help="database, schema revision and sync counts").set_defaults(
+    command(commands, "status", help="database, schema revision and sync counts").set_defaults(
         func=_cmd_status
     )
-    commands.add_parser(
+    command(
+        commands,
         "doctor",
         help="check everything a run needs (project file, database, schema, capture triggers, "
         "tokens, Airtable base, tables and fields), one line per check; exit 1 on any failure",
@@ -514,18 +997,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(verbose: bool, command: str) -> None:
+    """Warnings and errors only, unless --verbose; `reconcile ui` (a service) logs at INFO."""
+    level = logging.INFO if verbose or command == "ui" else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # urllib3 warns on every connection retry; the failure that follows says it all.
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     _quiet_dagster_warnings()
     args = build_parser().parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
+    _configure_logging(verbose, args.command)
+    environment = dict(os.environ)  # as the user set it: the commands normalise some values
     try:
         return args.func(args)
-    except AirtableConfigError as exc:
-        # A configuration error: one message saying what to set, no traceback (exit 2).
-        print(f"reconcile: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("reconcile: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        failure = explain(exc, environment)
+        if failure is None:
+            raise  # not a known failure: a bug, whose traceback is wanted
+        if verbose:
+            shown = "".join(traceback.format_exception(exc))
+            print(scrub(shown, environment), file=sys.stderr, end="")
+        print(f"reconcile: {failure.message}", file=sys.stderr)
+        return failure.code
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def run_reconcile(
     dry_run: bool = False,
     log_level: str = "INFO",
     now: dt.datetime | None = None,
-    on_start: Callable[[str, str | None], None] | None = None,
+    on_start: Callable[[str, str | None, str], None] | None = None,
     client: str | None = None,
 ) -> Iterator[dg.ExecuteInProcessResult]:
     """Run each client's reconcile job (or `client`'s only) in this process; yields one result
@@ -71,7 +71,7 @@ def run_reconcile(
 
     `log_level` is the threshold of the run's Dagster console log (stderr): "CRITICAL" keeps it
     quiet (a failed step's stack trace included), the event log stays in the instance.
-    `on_start(run_id, partition key or None)` is called before each run starts.
+    `on_start(run_id, partition key or None, client key)` is called before each run starts.
     """
     # Runs of a process that was killed earlier on this host end as failed before new ones
     # start, even when no daemon runs the sensor that does it otherwise.
@@ -92,7 +92,7 @@ def _run_client(
     dry_run: bool,
     log_level: str,
     now: dt.datetime,
-    on_start: Callable[[str, str | None], None] | None,
+    on_start: Callable[[str, str | None, str], None] | None,
 ) -> Iterator[dg.ExecuteInProcessResult]:
     job = defs.resolve_job_def(reconcile_job_name(spec.key))
     # This process runs them: if it dies, the run failure sensor (or the next CLI run here)
@@ -109,7 +109,7 @@ def _run_client(
     if hours > 0:
         run_id = str(uuid.uuid4())  # known before the run starts, to print it
         if on_start is not None:
-            on_start(run_id, None)
+            on_start(run_id, None, spec.key)
         yield job.execute_in_process(
             instance=instance,
             tags={**tags, **range_tags(hours, now)},
@@ -121,7 +121,7 @@ def _run_client(
     for key in current_windows(now):
         run_id = str(uuid.uuid4())  # known before the run starts, to print it
         if on_start is not None:
-            on_start(run_id, key)
+            on_start(run_id, key, spec.key)
         yield job.execute_in_process(
             instance=instance,
             partition_key=key,

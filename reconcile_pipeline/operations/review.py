@@ -33,6 +33,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from reconcile_pipeline.engine.mapping import TableMapping
+
 DEFAULT_LIMIT = 50
 RECORD_ID = re.compile(r"^rec[A-Za-z0-9]{14}$")
 _PHONE_CHARACTERS = re.compile(r"^[+\d\s().\-/]+$")
@@ -46,7 +48,7 @@ class Hold:
     """One row of `reconcile.quarantine`: a field (or `*`, the whole record) held back."""
 
     id: int
-    client: str | None  # None on a database from before clients (migration 0005)
+    client: str  # the project file's client key (one Airtable base)
     table_key: str
     record_id: str
     field: str
@@ -65,7 +67,7 @@ class Change:
     """One row of `reconcile.change_history`."""
 
     id: int
-    client: str | None
+    client: str
     table_key: str
     record_id: str
     field: str  # `*` for a whole record (inserted, deleted in Airtable)
@@ -97,7 +99,7 @@ class RetryOutcome:
     not_open: list[int] = field(default_factory=list)  # unknown or already released
     # (client, table key) → the high-water mark it was moved back to; None: the mark was
     # dropped (no time known for a record), so the next pull of that table is a full one.
-    refetch: dict[tuple[str | None, str], dt.datetime | None] = field(default_factory=dict)
+    refetch: dict[tuple[str, str], dt.datetime | None] = field(default_factory=dict)
     repush: list[str] = field(default_factory=list)  # record ids the next push re-reads
 
 
@@ -108,49 +110,25 @@ class NotSearchable(ValueError):
 # ----- scope: client and table ----------------------------------------------------------------
 
 
-def has_clients(conn: Connection) -> bool:
-    """Whether the bookkeeping is keyed by client (migration 0005 applied)."""
-    return bool(
-        conn.execute(
-            text(
-                "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = "
-                "'reconcile' AND table_name = 'quarantine' AND column_name = 'client')"
-            )
-        ).scalar()
-    )
-
-
-def _scope(
-    conn: Connection, alias: str, client: str | None, table: str | None
-) -> tuple[str, dict[str, Any], bool]:
-    """SQL conditions (each starting with AND) keeping rows of `client` and `table`, their
-    parameters, and whether rows carry a client."""
-    clients = has_clients(conn)
+def _scope(alias: str, client: str | None, table: str | None) -> tuple[str, dict[str, Any]]:
+    """SQL conditions (each starting with AND) keeping rows of `client` and `table` (None:
+    any), and their parameters."""
     sql, params = "", {}
     if client is not None:
-        if not clients:
-            raise ValueError(
-                "this database has no clients yet: run `reconcile db upgrade` to key its "
-                "bookkeeping by client"
-            )
         sql += f" AND {alias}.client = :scope_client"
         params["scope_client"] = client
     if table is not None:
         sql += f" AND {alias}.table_key = :scope_table"
         params["scope_table"] = table
-    return sql, params, clients
-
-
-def _client_column(alias: str, clients: bool) -> str:
-    return f"{alias}.client" if clients else "CAST(NULL AS text)"
+    return sql, params
 
 
 # ----- quarantine -----------------------------------------------------------------------------
 
 
-def _hold_select(alias: str, clients: bool) -> str:
+def _hold_select(alias: str) -> str:
     return (
-        f"SELECT {alias}.id, {_client_column(alias, clients)}, {alias}.table_key, "
+        f"SELECT {alias}.id, {alias}.client, {alias}.table_key, "
         f"{alias}.airtable_record_id, {alias}.field, {alias}.direction, {alias}.reason, "
         f"{alias}.raw_value, {alias}.attempts, {alias}.first_seen_at, {alias}.last_seen_at, "
         f"{alias}.released_at, {alias}.run_id FROM reconcile.quarantine {alias}"
@@ -168,11 +146,11 @@ def list_quarantine(
 ) -> list[Hold]:
     """Holds, open ones only unless `include_released`; newest first, a page at a time."""
     with engine.connect() as conn:
-        scope, params, clients = _scope(conn, "q", client, table)
+        scope, params = _scope("q", client, table)
         released = "" if include_released else " AND q.released_at IS NULL"
         rows = conn.execute(
             text(
-                f"{_hold_select('q', clients)} WHERE TRUE{scope}{released} "
+                f"{_hold_select('q')} WHERE TRUE{scope}{released} "
                 "ORDER BY q.first_seen_at DESC, q.id DESC LIMIT :limit OFFSET :offset"
             ),
             {**params, "limit": limit, "offset": offset},
@@ -189,7 +167,7 @@ def count_quarantine(
 ) -> int:
     """How many holds `list_quarantine` pages through."""
     with engine.connect() as conn:
-        scope, params, _ = _scope(conn, "q", client, table)
+        scope, params = _scope("q", client, table)
         released = "" if include_released else " AND q.released_at IS NULL"
         return conn.execute(
             text(f"SELECT count(*) FROM reconcile.quarantine q WHERE TRUE{scope}{released}"),
@@ -200,9 +178,8 @@ def count_quarantine(
 def get_holds(engine: Engine, ids: Iterable[int]) -> list[Hold]:
     """The holds with these ids (open or released), by id."""
     with engine.connect() as conn:
-        clients = has_clients(conn)
         rows = conn.execute(
-            text(f"{_hold_select('q', clients)} WHERE q.id = ANY(:ids) ORDER BY q.id"),
+            text(f"{_hold_select('q')} WHERE q.id = ANY(:ids) ORDER BY q.id"),
             {"ids": sorted(set(ids))},
         ).all()
     return [Hold(*row) for row in rows]
@@ -211,8 +188,8 @@ def get_holds(engine: Engine, ids: Iterable[int]) -> list[Hold]:
 def release_quarantine(engine: Engine, ids: Iterable[int], client: str | None = None) -> list[int]:
     """Close these open holds (the rows stay, with `released_at`); returns the ids released.
     Ids unknown, already released or of another client are left alone."""
+    scope, params = _scope("q", client, None)
     with engine.begin() as conn:
-        scope, params, _ = _scope(conn, "q", client, None)
         return sorted(
             conn.execute(
                 text(
@@ -229,11 +206,11 @@ def retry_quarantine(engine: Engine, ids: Iterable[int], client: str | None = No
     decides (see the module's docstring). One transaction."""
     wanted = sorted(set(ids))
     outcome = RetryOutcome()
+    scope, params = _scope("q", client, None)
     with engine.begin() as conn:
-        scope, params, clients = _scope(conn, "q", client, None)
         held = conn.execute(
             text(
-                f"{_hold_select('q', clients)} WHERE q.id = ANY(:ids) "
+                f"{_hold_select('q')} WHERE q.id = ANY(:ids) "
                 f"AND q.released_at IS NULL{scope} ORDER BY q.id FOR UPDATE"
             ),
             {**params, "ids": wanted},
@@ -241,12 +218,12 @@ def retry_quarantine(engine: Engine, ids: Iterable[int], client: str | None = No
         holds = [Hold(*row) for row in held]
         outcome.retried = [h.id for h in holds]
         outcome.not_open = [i for i in wanted if i not in set(outcome.retried)]
-        by_table: dict[tuple[str | None, str], dict[str, set[str]]] = {}
+        by_table: dict[tuple[str, str], dict[str, set[str]]] = {}
         for hold in holds:
             records = by_table.setdefault((hold.client, hold.table_key), {})
             records.setdefault(hold.direction, set()).add(hold.record_id)
         for (hold_client, table_key), records in sorted(by_table.items(), key=str):
-            key = _TableKey(clients, hold_client, table_key)
+            key = _TableKey(hold_client, table_key)
             pulled = sorted(records.get("pull", ()))
             if pulled:
                 outcome.refetch[(hold_client, table_key)] = _refetch(conn, key, pulled)
@@ -258,17 +235,13 @@ def retry_quarantine(engine: Engine, ids: Iterable[int], client: str | None = No
 
 @dataclass(frozen=True)
 class _TableKey:
-    """One synced table's rows in the bookkeeping: (client, table key), or the table key alone
-    on a database from before clients."""
+    """One synced table's rows in the bookkeeping: (client, table key)."""
 
-    clients: bool
-    client: str | None
+    client: str
     table_key: str
 
     def where(self, alias: str) -> str:
-        if self.clients:
-            return f"{alias}.client = :k_client AND {alias}.table_key = :k_table"
-        return f"{alias}.table_key = :k_table"
+        return f"{alias}.client = :k_client AND {alias}.table_key = :k_table"
 
     @property
     def params(self) -> dict[str, Any]:
@@ -341,11 +314,11 @@ def record_history(
     offset: int = 0,
 ) -> list[Change]:
     """Every change of the record on either side, newest first, a page at a time."""
+    scope, params = _scope("h", client, table)
     with engine.connect() as conn:
-        scope, params, clients = _scope(conn, "h", client, table)
         rows = conn.execute(
             text(
-                f"SELECT h.id, {_client_column('h', clients)}, h.table_key, "
+                "SELECT h.id, h.client, h.table_key, "
                 "h.airtable_record_id, h.field, h.old_value, h.new_value, h.direction, h.reason, "
                 "h.run_id, h.window_start, h.window_end, h.changed_at "
                 f"FROM reconcile.change_history h WHERE h.airtable_record_id = :rid{scope} "
@@ -360,17 +333,17 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def _search_columns(mapping: Any, names: re.Pattern[str]) -> list[str]:
+def _search_columns(mapping: TableMapping, names: re.Pattern[str]) -> list[str]:
     return [
         spec.column
         for spec in mapping.fields
-        if str(getattr(spec.kind, "value", spec.kind)) in _SEARCHABLE_KINDS
+        if spec.kind.value in _SEARCHABLE_KINDS
         and any(names.search(name or "") for name in (spec.column, spec.label, spec.airtable_name))
     ]
 
 
 def find_records(
-    engine: Engine, mappings: Sequence[Any], query: str, client: str | None = None
+    engine: Engine, mappings: Sequence[TableMapping], query: str, client: str | None = None
 ) -> list[RecordMatch]:
     """The records `query` names: itself when it is a record id (rec + 14 characters); else
     the rows of the synced portal tables (`mappings`, the engine's TableMapping) whose e-mail
@@ -392,7 +365,7 @@ def find_records(
     matches: list[RecordMatch] = []
     with engine.connect() as conn:
         for mapping in mappings:
-            if client is not None and getattr(mapping, "client", None) != client:
+            if client is not None and mapping.client != client:
                 continue
             columns = _search_columns(mapping, names)
             if not columns:
@@ -401,9 +374,8 @@ def find_records(
             key = _quote(mapping.key_column)
             scope = ""
             scope_params: dict[str, Any] = {}
-            client_column = getattr(mapping, "client_column", None)
-            if client_column is not None:  # a portal table several clients share
-                scope = f" AND CAST({_quote(client_column)} AS text) = :client_value"
+            if mapping.client_column is not None:  # a portal table several clients share
+                scope = f" AND CAST({_quote(mapping.client_column)} AS text) = :client_value"
                 scope_params["client_value"] = mapping.client_value
             for column in columns:
                 where = condition.format(col=_quote(column))
@@ -414,9 +386,7 @@ def find_records(
                     ),
                     {**params, **scope_params},
                 ).all():
-                    match = RecordMatch(
-                        record_id, getattr(mapping, "client", None), mapping.name, column
-                    )
+                    match = RecordMatch(record_id, mapping.client, mapping.name, column)
                     if match not in matches:
                         matches.append(match)
     return matches

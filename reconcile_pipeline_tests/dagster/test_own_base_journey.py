@@ -439,13 +439,6 @@ def test_the_next_run_fails_naming_the_field_and_what_to_change(journey):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a failed `reconcile backfill` prints Dagster's STEP_FAILURE log on "
-    "stderr with its 'Stack Trace:' (about ten `File \"…/dagster/_core/…\", line N` frames "
-    "ending in reconcile_pipeline/defs/assets.py `raise dg.Failure(...)`), after the clean "
-    "message on stdout; the issue asks for no traceback",
-)
 def test_the_failed_run_prints_no_stack_trace(journey):
     done = journey.failed_run
     if done is None:

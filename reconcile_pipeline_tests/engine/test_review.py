@@ -77,6 +77,10 @@ def test_list_shows_open_holds_with_reason_field_and_raw_value(engine, held_comp
     assert hold.released_at is None
     assert review.count_quarantine(engine) == 1
     assert review.list_quarantine(engine, table="campaigns") == []
+    assert hold.client == "demo"
+    assert review.list_quarantine(engine, client="demo") == [hold]
+    assert review.list_quarantine(engine, client="acme") == []
+    assert review.release_quarantine(engine, [hold.id], client="acme") == []  # not its hold
     assert review.list_quarantine(engine, limit=1, offset=1) == []
     assert len(review.shorten(hold.raw_value, 40)) == 40
 
@@ -189,6 +193,8 @@ def test_history_lists_both_directions_newest_first(emulator, engine, reconcile)
     assert all(c.run_id and c.window_start and c.window_end for c in changes)
     assert review.record_history(engine, rid, limit=1) == changes[:1]
     assert review.record_history(engine, rid, table="campaigns") == []
+    assert review.record_history(engine, rid, client="acme") == []
+    assert {c.client for c in changes} == {"demo"}
 
 
 def test_records_are_found_by_id_e_mail_or_phone(engine, held_company):
