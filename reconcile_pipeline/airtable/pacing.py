@@ -11,10 +11,12 @@ apart on Airtable's clock whatever the network delays. Measured from the *start*
 instead, a margin must absorb the delays and is paid on every window; anchoring on the answer
 pays only the request's own duration (milliseconds against Airtable's fast endpoints).
 
-A request whose answer takes longer than the margin does not hold the others up further: they
-fall back to its start-anchored deadline (start + window + margin), the rule for clients that
-cannot see answers. That fallback assumes, as before, that a request reaches Airtable within
-the margin of being sent (a slow answer is almost always slow processing, not a slow arrival).
+A request still unanswered at its start-anchored deadline (start + window + margin) does not
+hold the others up further: they go out at that deadline, which assumes the request reached
+Airtable within the margin of being sent. Once a request is answered, the window always runs
+from its answer, however slow: a slow answer may be a late arrival (a loaded network, or a
+loaded server stamping arrivals late), and a window measured from the send would then let six
+requests land within a second. The scale benchmark drew 429s that way under load.
 """
 
 import math
@@ -72,7 +74,9 @@ class RequestPacer:
                     oldest = self._tickets[0]
                     deadline = oldest.start + self.window + self.margin_seconds
                     if oldest.end is not None:
-                        slot = max(slot, min(oldest.end + self.window, deadline))
+                        # Answered: a window after its answer, however slow it was (a slow
+                        # answer may mean a late arrival: the server's clock is what counts).
+                        slot = max(slot, oldest.end + self.window)
                     elif now < deadline:
                         # Still in flight: its answer (or the fallback deadline) decides.
                         self._changed.wait(timeout=deadline - now)

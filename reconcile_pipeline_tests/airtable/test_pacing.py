@@ -44,14 +44,14 @@ def test_burst_from_two_threads_never_exceeds_five_per_second() -> None:
 
 
 def test_each_window_starts_after_the_answer_to_the_request_it_follows() -> None:
-    """Requests of varied length: request k + burst never starts before request k was answered
-    plus a window, or (for an answer slower than the margin) the start-anchored deadline.
-    Lower bounds only: a slow machine can make the pacer later, never earlier."""
+    """Requests of varied length, some answered slower than the margin: request k + burst
+    never starts before request k was answered plus a window (a slow answer may be a late
+    arrival). Lower bounds only: a slow machine can make the pacer later, never earlier."""
     from reconcile_pipeline.airtable.pacing import RequestPacer
 
     pacer = RequestPacer(rate=5, margin_seconds=0.1)
     spans: list[tuple[float, float, float]] = []  # asked, started, answered
-    for duration in [0.002, 0.03, 0.15, 0.0, 0.01] * 3:
+    for duration in [0.002, 0.03, 0.25, 0.0, 0.01] * 3:
         asked = time.monotonic()  # the slot is no earlier than this
         pacer.acquire()
         started = time.monotonic()
@@ -61,8 +61,7 @@ def test_each_window_starts_after_the_answer_to_the_request_it_follows() -> None
         spans.append((asked, started, answered))
 
     for (asked, _, answered), later in zip(spans, spans[pacer.burst :], strict=False):
-        earliest = min(answered + pacer.window, asked + pacer.window + pacer.margin_seconds)
-        assert later[1] >= earliest - 1e-6
+        assert later[1] >= answered + pacer.window - 1e-6
 
 
 def test_an_unanswered_request_holds_the_others_only_until_its_fallback_deadline() -> None:
