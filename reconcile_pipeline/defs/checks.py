@@ -15,6 +15,7 @@ import dagster as dg
 
 from reconcile_pipeline.defs.assets import TableAssets, project_tables
 from reconcile_pipeline.defs.metadata import markdown_table
+from reconcile_pipeline.defs.partitions import reconcile_windows
 from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.engine import api_usage, invariants
 from reconcile_pipeline.engine.invariants import Finding
@@ -50,7 +51,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
     """The checks of one synced table (the same names on each table's assets)."""
     mapping = table.mapping
 
-    @dg.asset_check(asset=table.airtable)
+    @dg.asset_check(asset=table.airtable, partitions_def=reconcile_windows)
     def no_record_twice_in_pull(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -61,7 +62,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         )
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
-    @dg.asset_check(asset=table.merged, blocking=True)
+    @dg.asset_check(asset=table.merged, blocking=True, partitions_def=reconcile_windows)
     def no_echo_marked_dirty(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -69,7 +70,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.echoes_marked_dirty(postgres.repository(mapping), context.run.run_id)
         return _result(context, finding, dg.AssetCheckSeverity.ERROR)
 
-    @dg.asset_check(asset=table.merged, blocking=True)
+    @dg.asset_check(asset=table.merged, blocking=True, partitions_def=reconcile_windows)
     def one_lead_per_airtable_record(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -77,7 +78,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.duplicate_leads(postgres.repository(mapping))
         return _result(context, finding, dg.AssetCheckSeverity.ERROR)
 
-    @dg.asset_check(asset=table.merged)
+    @dg.asset_check(asset=table.merged, partitions_def=reconcile_windows)
     def no_duplicate_contacts(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -85,7 +86,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.duplicate_contacts(postgres.repository(mapping))
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
-    @dg.asset_check(asset=table.merged)
+    @dg.asset_check(asset=table.merged, partitions_def=reconcile_windows)
     def no_new_quarantine(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -93,7 +94,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.quarantine_growth(postgres.repository(mapping), context.run.run_id)
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
-    @dg.asset_check(asset=table.merged)
+    @dg.asset_check(asset=table.merged, partitions_def=reconcile_windows)
     def pull_continuity(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -104,7 +105,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         )
         return _result(context, finding, dg.AssetCheckSeverity.ERROR)
 
-    @dg.asset_check(asset=table.pushed)
+    @dg.asset_check(asset=table.pushed, partitions_def=reconcile_windows)
     def no_portal_writes_to_airtable_fields(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -115,7 +116,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         )
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
-    @dg.asset_check(asset=table.pushed)
+    @dg.asset_check(asset=table.pushed, partitions_def=reconcile_windows)
     def no_repeated_push(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -123,7 +124,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.repeated_pushes(postgres.repository(mapping), context.run.run_id)
         return _result(context, finding, dg.AssetCheckSeverity.ERROR)
 
-    @dg.asset_check(asset=table.pushed)
+    @dg.asset_check(asset=table.pushed, partitions_def=reconcile_windows)
     def push_error_rate(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -133,7 +134,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         )
         return _result(context, finding, dg.AssetCheckSeverity.ERROR)
 
-    @dg.asset_check(asset=table.pushed)
+    @dg.asset_check(asset=table.pushed, partitions_def=reconcile_windows)
     def no_drift_in_window(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -141,7 +142,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.window_drift(postgres.repository(mapping), context.run.run_id)
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
-    @dg.asset_check(asset=table.pushed)
+    @dg.asset_check(asset=table.pushed, partitions_def=reconcile_windows)
     def reconcile_is_fresh(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -151,7 +152,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
 
     client = table.client
 
-    @dg.asset_check(asset=table.pushed, blocking=False)
+    @dg.asset_check(asset=table.pushed, blocking=False, partitions_def=reconcile_windows)
     def airtable_api_budget(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
