@@ -15,7 +15,6 @@ from pathlib import Path
 
 from reconcile_pipeline import settings
 from reconcile_pipeline.db.config import DatabaseUrls, resolve_database_urls
-from reconcile_pipeline.db.migrate import upgrade
 from reconcile_pipeline.db.urls import redact
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +40,8 @@ def prepare_environment(start_embedded: bool = True, migrate: bool = True) -> Da
     """
     urls = resolve_database_urls(start_embedded=start_embedded)
     if migrate:
+        from reconcile_pipeline.db.migrate import upgrade  # Alembic: only when preparing
+
         upgrade(urls.app)
         _demo_portal(urls.app)
     os.environ[settings.DATABASE_URL_ENV] = urls.app

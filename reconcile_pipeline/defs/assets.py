@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
-import pandas as pd
 
 from reconcile_pipeline.airtable.errors import AirtableRequestError
 from reconcile_pipeline.airtable.resource import AirtableResource
@@ -30,7 +29,6 @@ from reconcile_pipeline.defs.project import ClientSpec, clients
 from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.engine import api_usage
 from reconcile_pipeline.engine.context import RunContext
-from reconcile_pipeline.engine.frames import records_frame
 from reconcile_pipeline.engine.mapping import TableMapping
 from reconcile_pipeline.engine.schema_cache import current_schema, unknown_to
 from reconcile_pipeline.engine.schema_cache import refresh as refresh_schema
@@ -182,7 +180,11 @@ def build_table_assets(
             refresh_schema(postgres.repository(mapping), client)
             coverage = checked(postgres.repository(mapping), client)
             schema_fetched = True
-        frame: pd.DataFrame = records_frame(repo.mapping, fetched.records)
+        # pandas only here (the metadata's table schema and preview): loading the code
+        # location does not pay its import.
+        from reconcile_pipeline.engine.frames import records_frame
+
+        frame = records_frame(repo.mapping, fetched.records)
         context.log.info(
             "Pulled %d records in %d requests (%s)",
             len(frame),

@@ -11,7 +11,6 @@ from sqlalchemy.exc import OperationalError
 
 from reconcile_pipeline.db import urls
 from reconcile_pipeline.db.base_lock import BaseRunLock
-from reconcile_pipeline.db.migrate import current_revision, head_revision
 from reconcile_pipeline.defs.naming import BASE_TAG
 from reconcile_pipeline.engine.mapping import TableMapping
 from reconcile_pipeline.engine.repository import Repository
@@ -78,6 +77,9 @@ class PostgresResource(dg.ConfigurableResource):
                 f"Cannot connect to PostgreSQL at {urls.redact(url)}: {first_line}. "
                 "Set DATABASE_URL to a reachable database, or unset it to use the embedded one."
             ) from None
+        # Alembic only here: loading the code location does not pay its import.
+        from reconcile_pipeline.db.migrate import current_revision, head_revision
+
         revision = current_revision(self._engine)
         if revision != head_revision():
             raise dg.Failure(
