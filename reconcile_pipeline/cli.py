@@ -336,6 +336,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _quiet_dagster_warnings() -> None:
     # The backfill policy is "beta" in 1.13 and says so on every import; users can't act on it.
     warnings.filterwarnings("ignore", message=".*currently in beta.*")
+    warnings.filterwarnings("ignore", message=".*currently in preview.*")
 
 
 def _parse_now(value: str) -> dt.datetime:
@@ -619,7 +620,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
             )
             where = _where(match.client, match.table_key)
             found = f" ({where}, found by {match.matched})" if match.table_key else ""
-            print(f"{match.record_id}{found}: {len(changes)} changes shown, newest first")
+            noun = "change" if len(changes) == 1 else "changes"
+            print(f"{match.record_id}{found}: {len(changes)} {noun} shown, newest first")
             for change in changes:
                 window = (
                     f"{_when(change.window_start)} – {_when(change.window_end)}"
