@@ -82,13 +82,21 @@ def running_emulator() -> dict | None:
         url, token = str(info["url"]), str(info["token"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    pid = info.get("pid")
+    if isinstance(pid, int):  # a `reconcile ui` killed outright left its file behind
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, another user's
     try:
         answer = requests.get(f"{url}/_emulator/health", timeout=2)
     except requests.RequestException:
         return None
     if answer.status_code != 200:
         return None
-    return {"url": url, "token": token, "pid": info.get("pid")}
+    return {"url": url, "token": token, "pid": pid}
 
 
 @contextlib.contextmanager

@@ -3,6 +3,8 @@ SIGINT ignored) stops with everything it started on SIGTERM and on SIGINT; while
 `reconcile backfill` of the same RECONCILE_HOME uses its emulator, not a second one on the same
 data file."""
 
+import json
+import os
 import signal
 import socket
 import subprocess
@@ -201,3 +203,31 @@ def test_a_port_in_use_names_the_option_to_change(tmp_path, ui_env):
     assert f"port {port} is in use" in done.stderr
     assert "--port" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_advertisement_left_by_a_killed_ui_is_ignored(tmp_path, monkeypatch):
+    from reconcile_pipeline.demo.environment import (
+        advertise_emulator,
+        endpoint_file,
+        running_emulator,
+        withdraw_emulator,
+    )
+    from reconcile_pipeline.emulator.server import run_emulator
+
+    monkeypatch.setenv("RECONCILE_HOME", str(tmp_path / "home"))
+    with run_emulator() as emulator:
+        advertise_emulator(emulator.url, emulator.token)
+        expected = {"url": emulator.url, "token": emulator.token, "pid": os.getpid()}
+        assert running_emulator() == expected
+
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        info = json.loads(endpoint_file().read_text())
+        endpoint_file().write_text(json.dumps({**info, "pid": dead.pid}))
+        assert running_emulator() is None  # its process is gone
+
+        withdraw_emulator(emulator.url)
+        assert not endpoint_file().exists()
+    advertise_emulator(emulator_url := "http://127.0.0.1:1", "token")
+    assert running_emulator() is None  # nothing answers there
+    withdraw_emulator(emulator_url)
