@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from reconcile_pipeline import settings
 from reconcile_pipeline.airtable.client import TOKEN_ENV, clean_token
@@ -222,10 +222,10 @@ def _airtable_failure(exc: BaseException) -> Failure:
 
 def _hint_for_failed_run(lines: list[str]) -> str | None:
     """What to set, when a failed run's error says it (the endpoint did not answer)."""
-    text = " ".join(lines)
-    if ENDPOINT_ENV in text:
+    said = " ".join(lines)
+    if ENDPOINT_ENV in said:
         return None
-    if "no response" in text or "ConnectionError" in text or "Connection refused" in text:
+    if "no response" in said or "ConnectionError" in said or "Connection refused" in said:
         endpoint = os.environ.get(ENDPOINT_ENV) or "https://api.airtable.com"
         return (
             f"Airtable at {endpoint} did not answer: set {ENDPOINT_ENV} to the API's address, "
@@ -304,32 +304,33 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    """The databases, the schema revision, and per table of the project file its counts."""
+    from reconcile_pipeline.config.load import load
+    from reconcile_pipeline.operations.review import table_counts
+
     urls = prepare_environment(migrate=False)
     engine = create_engine(urls.app)
-    revision = current_revision(engine)
-    print(f"Database: {url_tools.redact(urls.app)} ({'embedded' if urls.embedded else 'yours'})")
-    print(f"Dagster storage: {url_tools.redact(urls.dagster)}")
-    print(f"Schema revision: {revision or 'none'} (head {head_revision()})")
-    if revision is not None:
-        with engine.connect() as conn:
-            leads = conn.execute(text("SELECT count(*) FROM public.leads")).scalar_one()
-            dirty = conn.execute(
-                text(
-                    "SELECT count(*) FROM reconcile.sync_state "
-                    "WHERE portal_change_counter > pushed_counter"
-                )
-            ).scalar_one()
-            conflicts = conn.execute(
-                text("SELECT count(*) FROM reconcile.conflicts WHERE status = 'open'")
-            ).scalar_one()
-            quarantined = conn.execute(
-                text("SELECT count(*) FROM reconcile.quarantine WHERE released_at IS NULL")
-            ).scalar_one()
-        print(
-            f"Leads: {leads}   dirty: {dirty}   open conflicts: {conflicts}   "
-            f"quarantined: {quarantined}"
-        )
-    engine.dispose()
+    try:
+        revision = current_revision(engine)
+        head = head_revision()
+        kind = "embedded" if urls.embedded else "yours"
+        print(f"Database: {url_tools.redact(urls.app)} ({kind})")
+        print(f"Dagster storage: {url_tools.redact(urls.dagster)}")
+        print(f"Schema revision: {revision or 'none'} (head {head})")
+        if revision != head:
+            print("Counts need the schema at head: run `reconcile db upgrade`.")
+            return 0
+        project = load()
+        for mapping in project.all_mappings():
+            counts = table_counts(engine, mapping)
+            where = f"{mapping.postgres_schema}.{mapping.postgres_table}"
+            rows = "missing" if counts.rows is None else f"{counts.rows} rows"
+            print(
+                f"{counts.client}/{counts.table_key} ({where}): {rows}   dirty: {counts.dirty}   "
+                f"open conflicts: {counts.open_conflicts}   quarantined: {counts.quarantined}"
+            )
+    finally:
+        engine.dispose()
     return 0
 
 

@@ -392,6 +392,54 @@ def find_records(
     return matches
 
 
+# ----- overview -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableCounts:
+    """Where one synced table stands: rows in the portal table (None: the table is missing),
+    records waiting to be pushed, open conflicts, open holds."""
+
+    client: str
+    table_key: str
+    rows: int | None
+    dirty: int
+    open_conflicts: int
+    quarantined: int
+
+
+def table_counts(engine: Engine, mapping: TableMapping) -> TableCounts:
+    """The counts of one table of the project file (a client's rows only, on a portal table
+    several clients share)."""
+    key = _TableKey(mapping.client, mapping.name)
+    table_sql = f"{_quote(mapping.postgres_schema)}.{_quote(mapping.postgres_table)}"
+    scope, scope_params = "", {}
+    if mapping.client_column is not None:
+        scope = f" WHERE CAST({_quote(mapping.client_column)} AS text) = :client_value"
+        scope_params = {"client_value": mapping.client_value}
+    with engine.connect() as conn:
+        exists = conn.execute(
+            text("SELECT to_regclass(:name) IS NOT NULL"), {"name": table_sql}
+        ).scalar()
+        rows = (
+            conn.execute(text(f"SELECT count(*) FROM {table_sql}{scope}"), scope_params).scalar()
+            if exists
+            else None
+        )
+        dirty, conflicts, held = conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM reconcile.sync_state s WHERE "
+                f"{key.where('s')} AND s.portal_change_counter > s.pushed_counter), "
+                "(SELECT count(*) FROM reconcile.conflicts c WHERE "
+                f"{key.where('c')} AND c.status = 'open'), "
+                "(SELECT count(*) FROM reconcile.quarantine q WHERE "
+                f"{key.where('q')} AND q.released_at IS NULL)"
+            ),
+            key.params,
+        ).one()
+    return TableCounts(mapping.client, mapping.name, rows, dirty, conflicts, held)
+
+
 def shorten(value: Any, width: int = 60) -> str:
     """A value for one line of a listing: its repr, cut to `width` characters with `…`."""
     shown = repr(value)

@@ -87,6 +87,10 @@ def test_retry_release_and_history(operator):
     assert "leads" in line and "(pull, open, since" in line and "255" in line
     assert "raw 'Initech Holdings Initech" in line and "…" in line and LONG not in line
     assert "2 of 2 open holds shown" in listed.stdout
+    status = cli("status")
+    assert status.returncode == 0, status.stderr
+    leads_line = r"demo/leads \(public\.leads\): 2 rows .* quarantined: 2$"
+    assert re.search(leads_line, status.stdout, re.M), status.stdout
 
     # The operator raises the limit in the project file. Nobody edits the records in
     # Airtable, so the next run does not list them: still held.

@@ -213,3 +213,12 @@ def test_records_are_found_by_id_e_mail_or_phone(engine, held_company):
         review.find_records(engine, [LEADS_MAPPING], "Ada Lovelace")
     # Values travel as parameters: a quote is searched for, not executed.
     assert review.find_records(engine, [LEADS_MAPPING], "x'@y.test; DROP TABLE leads") == []
+
+
+def test_table_counts_give_rows_dirty_conflicts_and_holds(engine, held_company):
+    counts = review.table_counts(engine, LEADS_MAPPING)
+
+    assert (counts.client, counts.table_key, counts.rows) == ("demo", "leads", 1)
+    assert (counts.dirty, counts.open_conflicts, counts.quarantined) == (0, 0, 1)
+    elsewhere = dataclasses.replace(LEADS_MAPPING, postgres_table="no_such_table")
+    assert review.table_counts(engine, elsewhere).rows is None
