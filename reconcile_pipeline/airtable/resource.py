@@ -6,6 +6,7 @@ so it is read at run time and never shown in the UI or logs.
 """
 
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,8 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from reconcile_pipeline.airtable.client import DEFAULT_ENDPOINT, AirtableClient
+
+ENDPOINT_ENV = "AIRTABLE_ENDPOINT_URL"
 
 
 class AirtableResource(ConfigurableResource):
@@ -27,8 +30,11 @@ class AirtableResource(ConfigurableResource):
         default=None,
         description="A table name or tbl… id for `client` (scripts); runs use `table_client`.",
     )
-    endpoint_url: str = Field(
-        default=DEFAULT_ENDPOINT, description="api.airtable.com, or the local emulator's URL."
+    endpoint_url: str | None = Field(
+        default=None,
+        description="api.airtable.com, or the local emulator's URL; None: AIRTABLE_ENDPOINT_URL "
+        "when set where the run runs (read then, never when the code location loads), else "
+        "api.airtable.com.",
     )
     requests_per_second: float = Field(
         default=5.0, description="Pacing per base across the process (Airtable allows 5)."
@@ -52,6 +58,13 @@ class AirtableResource(ConfigurableResource):
             client.close()
         self._table_clients.clear()
 
+    @property
+    def resolved_endpoint_url(self) -> str:
+        """The endpoint this run talks to (see `endpoint_url`)."""
+        if self.endpoint_url:
+            return self.endpoint_url
+        return (os.environ.get(ENDPOINT_ENV) or "").strip() or DEFAULT_ENDPOINT
+
     def table_client(self, mapping: Any) -> AirtableClient:
         """The run's client for a mapped table (addressed by id, its schema cached per run);
         all tables of the base share the base's pacing."""
@@ -70,7 +83,7 @@ class AirtableResource(ConfigurableResource):
             base_id=self.base_id,
             table=table or self.table or "",
             fields_by_id=fields_by_id,
-            endpoint_url=self.endpoint_url,
+            endpoint_url=self.resolved_endpoint_url,
             requests_per_second=self.requests_per_second,
             timeout_seconds=self.timeout_seconds,
             logger=log if isinstance(log, logging.Logger) else None,

@@ -37,23 +37,38 @@ class AlertWebhookResource(dg.ConfigurableResource):
     slack_channel: str | None = None
     slack_api_url: str | None = None
 
+    def _setting(self, value: str | None, env: str) -> str | None:
+        """The field when set, else its variable as the process sees it now (read when the
+        alert is sent, never when the code location loads)."""
+        return value or (os.environ.get(env) or "").strip() or None
+
+    @property
+    def _webhook(self) -> str | None:
+        return self._setting(self.webhook_url, ALERT_WEBHOOK_URL_ENV)
+
+    @property
+    def _slack_token(self) -> str | None:
+        return self._setting(self.slack_token, SLACK_TOKEN_ENV)
+
     @property
     def configured(self) -> bool:
         """Whether any destination is set (otherwise alerts are only logged)."""
-        return bool(self.webhook_url or self.slack_token)
+        return bool(self._webhook or self._slack_token)
 
     def destinations(self) -> dict[str, Destination]:
         """The configured destinations by name ("webhook", "slack"), each a function that sends
         one alert and never raises."""
         found: dict[str, Destination] = {}
-        if self.webhook_url:
-            url = self.webhook_url
+        if self._webhook:
+            url = self._webhook
             found["webhook"] = lambda title, lines, summary, logger: send_alert(
                 url, title, lines, logger, summary=summary
             )
-        if self.slack_token:
-            client = slack_client(self.slack_token, self.slack_api_url)
-            channel = self.slack_channel
+        if self._slack_token:
+            client = slack_client(
+                self._slack_token, self._setting(self.slack_api_url, SLACK_API_URL_ENV)
+            )
+            channel = self._setting(self.slack_channel, SLACK_CHANNEL_ENV)
             found["slack"] = lambda title, lines, summary, logger: send_slack_alert(
                 client, channel, title, lines, logger, summary=summary
             )
@@ -72,30 +87,15 @@ class AlertWebhookResource(dg.ConfigurableResource):
 
     def run_link(self, run_id: str) -> str | None:
         """The run's page in the Dagster UI, when the UI's URL is known."""
-        if not self.ui_url:
+        ui_url = self._setting(self.ui_url, DAGSTER_UI_URL_ENV)
+        if not ui_url:
             return None
-        return f"{self.ui_url.rstrip('/')}/runs/{run_id}"
-
-
-def _env_var_if_set(name: str) -> dg.EnvVar | None:
-    # An EnvVar whose variable is unset fails resource initialisation in Dagster 1.13 (even for
-    # an optional field), so an absent variable is bound as None instead: alerts are then logged.
-    return dg.EnvVar(name) if os.environ.get(name) else None
+        return f"{ui_url.rstrip('/')}/runs/{run_id}"
 
 
 def alert_webhook_resource() -> AlertWebhookResource:
-    """The resource bound to RECONCILE_ALERT_WEBHOOK_URL, RECONCILE_DAGSTER_UI_URL and
-    RECONCILE_SLACK_TOKEN / _CHANNEL / _API_URL.
-
-    A set variable is bound as `dg.EnvVar`, so a secret (the webhook URL, the Slack token) is read
-    when the resource is initialised and never shown in the UI; an unset one becomes None. Whether
-    a variable is set is decided when the code location loads, so setting one later needs a
-    reload.
-    """
-    return AlertWebhookResource(
-        webhook_url=_env_var_if_set(ALERT_WEBHOOK_URL_ENV),
-        ui_url=_env_var_if_set(DAGSTER_UI_URL_ENV),
-        slack_token=_env_var_if_set(SLACK_TOKEN_ENV),
-        slack_channel=_env_var_if_set(SLACK_CHANNEL_ENV),
-        slack_api_url=_env_var_if_set(SLACK_API_URL_ENV),
-    )
+    """The resource reading RECONCILE_ALERT_WEBHOOK_URL, RECONCILE_DAGSTER_UI_URL and
+    RECONCILE_SLACK_TOKEN / _CHANNEL / _API_URL when an alert is sent (never when the code
+    location loads: issue 13), so setting one needs no reload. Secrets (the webhook URL, the
+    Slack token) are never shown in the UI: nothing is bound in the definitions."""
+    return AlertWebhookResource()

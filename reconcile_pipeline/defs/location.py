@@ -12,20 +12,15 @@ from reconcile_pipeline.defs.checks import build_table_checks
 from reconcile_pipeline.defs.jobs import ClientJobs, build_client_jobs
 from reconcile_pipeline.defs.naming import airtable_resource_key
 from reconcile_pipeline.defs.project import ClientSpec
-from reconcile_pipeline.defs.resources import PostgresResource, env_var_if_set
+from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.defs.sensors import failed_check_alert_sensor, reconcile_run_failure_alert
 
 
 def airtable_resource(spec: ClientSpec) -> AirtableResource:
     """The client's Airtable resource: its base, and the NAME of its token's variable from the
-    project file (the value is read at run time and never shown). AIRTABLE_ENDPOINT_URL unset:
-    api.airtable.com."""
-    endpoint = env_var_if_set("AIRTABLE_ENDPOINT_URL")
-    return AirtableResource(
-        api_key=dg.EnvVar(spec.token_env),
-        base_id=spec.base_id,
-        **({"endpoint_url": endpoint} if endpoint is not None else {}),
-    )
+    project file (the value is read at run time and never shown). The endpoint is read at run
+    time too: AIRTABLE_ENDPOINT_URL, else api.airtable.com."""
+    return AirtableResource(api_key=dg.EnvVar(spec.token_env), base_id=spec.base_id)
 
 
 def build_definitions(

@@ -1,7 +1,6 @@
 """The PostgreSQL resource: one long-lived SQLAlchemy engine per run, fail-fast on bad config,
 and the run-wide per-base exclusion every run holds from its setup to its teardown."""
 
-import os
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -131,9 +130,3 @@ class PostgresResource(dg.ConfigurableResource):
     def repository(self, mapping: TableMapping) -> Repository:
         return Repository(self.engine, mapping)
 
-
-def env_var_if_set(name: str) -> dg.EnvVar | None:
-    """`dg.EnvVar(name)` when the variable is set where the code location loads, else None (an
-    EnvVar whose variable is unset fails resource initialisation in Dagster 1.13, even for an
-    optional field): the field then keeps its default."""
-    return dg.EnvVar(name) if os.environ.get(name) else None

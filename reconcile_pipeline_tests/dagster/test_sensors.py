@@ -204,8 +204,8 @@ def test_env_bound_resource_posts_when_the_webhook_variable_is_set(
     resource = alert_webhook_resource()
     failed_check_alert_sensor(sensor_context(instance, None, resource))
 
-    # Bound as EnvVar (read at initialisation, shown in the UI by name only), not as the value.
-    assert isinstance(resource.webhook_url, dg.EnvVar)
+    # Nothing bound when the code location loads: the variable is read when the alert is sent.
+    assert resource.webhook_url is None
     [payload] = webhook.payloads
     assert f"http://ui.example:3000/runs/{run.run_id}" in payload["blocks"][0]["text"]["text"]
 
