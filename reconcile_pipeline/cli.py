@@ -46,10 +46,11 @@ ENDPOINT_ENV = "AIRTABLE_ENDPOINT_URL"
 
 
 def _token_names() -> set[str]:
-    """The variables holding Airtable tokens: AIRTABLE_API_KEY and the project file's."""
+    """The variables holding secrets to scrub: the Airtable tokens (AIRTABLE_API_KEY and the
+    project file's), the console's and the Slack app's."""
     from reconcile_pipeline.config.load import load
 
-    names = {TOKEN_ENV}
+    names = {TOKEN_ENV, "RECONCILE_CONSOLE_TOKEN", "RECONCILE_SLACK_TOKEN"}
     try:
         names.update(client.token_env for client in load().config.clients.values())
     except Exception:  # noqa: BLE001 — a bad project file is reported by whoever reads it
@@ -155,12 +156,19 @@ def _explain_one(exc: BaseException, environment: Mapping[str, str]) -> Failure 
 
     from reconcile_pipeline.airtable.errors import AirtableRequestError
     from reconcile_pipeline.config.load import ConfigError
+    from reconcile_pipeline.console import ConsolePortInUse
     from reconcile_pipeline.defs.partitions_start import PartitionsStartError
     from reconcile_pipeline.demo.ui import PortInUse
     from reconcile_pipeline.operations.review import NotSearchable
 
     if isinstance(
-        exc, UsageError | ConfigError | AirtableConfigError | PortInUse | PartitionsStartError
+        exc,
+        UsageError
+        | ConfigError
+        | AirtableConfigError
+        | PortInUse
+        | ConsolePortInUse
+        | PartitionsStartError,
     ):
         return Failure(str(exc))
     if isinstance(exc, NotSearchable):
@@ -455,8 +463,22 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
     _clean_airtable_token_env()
     return run_ui(
-        port=args.port, trickle_seconds=args.trickle_seconds, emulator_port=args.emulator_port
+        port=args.port,
+        trickle_seconds=args.trickle_seconds,
+        emulator_port=args.emulator_port,
+        console_port=args.console_port,
     )
+
+
+def _cmd_console(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from reconcile_pipeline.console import console_from_environment, serve
+
+    with contextlib.ExitStack() as stack:
+        if not settings.configured_database_url():
+            stack.enter_context(EmbeddedPostgres().running())  # stopped when the console stops
+        return serve(console_from_environment(), host=args.host, port=args.port)
 
 
 def _cmd_conflicts(args: argparse.Namespace) -> int:
@@ -906,7 +928,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         help="seconds between simulated edits (0 = none)",
     )
+    ui.add_argument(
+        "--console-port",
+        type=int,
+        default=3001,
+        help="the review console's port (default: %(default)s; 0 picks a free one)",
+    )
     ui.set_defaults(func=_cmd_ui)
+    console = command(
+        commands,
+        "console",
+        help="the review console: conflicts, quarantine and a record's history in the browser "
+        "(read-only unless RECONCILE_CONSOLE_TOKEN is set); Ctrl-C stops it",
+    )
+    console.add_argument("--port", type=int, default=3001, help="default: %(default)s")
+    console.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default: %(default)s, this machine only)",
+    )
+    console.set_defaults(func=_cmd_console)
     conflict = command(commands, "conflicts", help="the conflict queue: list, resolve, accept-all")
     conflict.add_argument("action", choices=["list", "resolve", "accept-all"])
     conflict.add_argument("--id", type=int, help="conflict id (resolve)")

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -148,8 +149,16 @@ def serve(
         server = uvicorn.Server(_config(app, host, port, quiet=False))
         shown_host = f"[{host}]" if ":" in host else host
         print(f"Review console: http://{shown_host}:{port}  (Ctrl-C stops it)", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled
-            server.run()
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the
+        # handler it found: with these no-op handlers in place, a stop ends the command with 0.
+        stops = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, lambda *_: None) for sig in stops}
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                server.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     finally:
         _dispose(app)
     return 0

@@ -35,6 +35,7 @@ from reconcile_pipeline.instance import PROJECT_ROOT, prepare_environment, regis
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 3000
+CONSOLE_PORT = 3001
 EMULATOR_PORT = 8765
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GRACEFUL_SECONDS = 30.0  # dagster dev waits up to 10 s per child itself
@@ -157,11 +158,12 @@ def run_ui(
     port: int = DEFAULT_PORT,
     trickle_seconds: float = 20.0,
     emulator_port: int = EMULATOR_PORT,
+    console_port: int = CONSOLE_PORT,
 ) -> int:
     stop = _Stop()
     stop.install()  # first: a signal during start-up unwinds what was started
     try:
-        return _serve(port, trickle_seconds, emulator_port, stop)
+        return _serve(port, trickle_seconds, emulator_port, stop, console_port)
     except KeyboardInterrupt:
         print("Stopped.", flush=True)
         return 0
@@ -169,7 +171,11 @@ def run_ui(
         stop.restore()
 
 
-def _serve(port: int, trickle_seconds: float, emulator_port: int, stop: _Stop) -> int:
+def _serve(
+    port: int, trickle_seconds: float, emulator_port: int, stop: _Stop, console_port: int
+) -> int:
+    from reconcile_pipeline.console import console_from_environment, running_console
+
     check_port(port, "--port")
     with contextlib.ExitStack() as stack:
         if not settings.configured_database_url():
@@ -181,6 +187,11 @@ def _serve(port: int, trickle_seconds: float, emulator_port: int, stop: _Stop) -
         # anything loads the definitions, here or in dagster dev's processes.
         export_partitions_start(urls.app)
         register_base_pool()  # before the daemon's first pass (see its docstring)
+        # The review console, next to Dagster: its run ids link to this UI.
+        os.environ.setdefault("RECONCILE_DAGSTER_UI_URL", f"http://127.0.0.1:{port}")
+        console = stack.enter_context(
+            running_console(console_from_environment(start_embedded=False), port=console_port)
+        )
         engine = create_engine(urls.app)
         stack.callback(engine.dispose)
         trickling = threading.Event()
@@ -193,6 +204,7 @@ def _serve(port: int, trickle_seconds: float, emulator_port: int, stop: _Stop) -
             ).start()
         print(
             f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops everything)\n"
+            f"Review console: {console.url}\n"
             f"Airtable: {target.endpoint_url}"
             + (" (the emulator of another `reconcile ui`)" if target.shared else ""),
             flush=True,

@@ -37,6 +37,7 @@ class BackgroundUi:
 
     def __init__(self, home: Path, env: dict[str, str], log: Path) -> None:
         self.port, self.emulator_port = free_port(), free_port()
+        self.console_port = free_port()
         self.home, self.log = home, log
         started = subprocess.run(
             [
@@ -50,6 +51,8 @@ class BackgroundUi:
                 str(self.port),
                 "--emulator-port",
                 str(self.emulator_port),
+                "--console-port",
+                str(self.console_port),
                 "--trickle-seconds",
                 "0",
             ],
@@ -183,7 +186,14 @@ def test_sigterm_stops_everything_and_backfill_meanwhile_uses_the_uis_emulator(
 def test_sigint_stops_everything_even_when_started_in_the_background(tmp_path, ui_env):
     ui = start_ui(tmp_path, ui_env)
     try:
+        # The review console came up next to Dagster, linking its runs to this UI.
+        console = requests.get(f"http://127.0.0.1:{ui.console_port}/", timeout=10)
+        assert console.ok and "Review console" in ui.output()
+
         ui.stop_with(signal.SIGINT)
+
+        with pytest.raises(requests.ConnectionError):  # stopped with the rest
+            requests.get(f"http://127.0.0.1:{ui.console_port}/", timeout=5)
 
         assert "Stopped." in ui.output()
         assert "Traceback" not in ui.output()
@@ -231,3 +241,37 @@ def test_an_advertisement_left_by_a_killed_ui_is_ignored(tmp_path, monkeypatch):
     advertise_emulator(emulator_url := "http://127.0.0.1:1", "token")
     assert running_emulator() is None  # nothing answers there
     withdraw_emulator(emulator_url)
+
+
+def test_reconcile_console_serves_read_only_without_a_token_and_stops_on_sigterm(tmp_path, ui_env):
+    port = free_port()
+    log = tmp_path / "console.log"
+    with log.open("w") as out:
+        console = subprocess.Popen(
+            [RECONCILE, "console", "--port", str(port)],
+            env={k: v for k, v in ui_env.items() if k != "RECONCILE_CONSOLE_TOKEN"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        page = None
+        while time.monotonic() < deadline and console.poll() is None:
+            try:
+                page = requests.get(f"http://127.0.0.1:{port}/conflicts", timeout=2)
+                break
+            except requests.RequestException:
+                time.sleep(0.5)
+        assert page is not None and page.ok, log.read_text()
+        # No token: no write forms, and a write is refused.
+        assert "/conflicts/accept" not in page.text
+        assert (
+            requests.post(f"http://127.0.0.1:{port}/conflicts/accept", timeout=5).status_code == 403
+        )
+
+        console.send_signal(signal.SIGTERM)
+        assert console.wait(timeout=STOP_SECONDS) == 0
+        assert "Traceback" not in log.read_text()
+    finally:
+        if console.poll() is None:
+            console.kill()
