@@ -200,7 +200,18 @@ def test_a_known_failure_is_two_lines_naming_what_to_set(world, name):
     assert_no_secret(world, output)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+# --verbose is one switch shared by every command: one case per kind of failure (database,
+# Airtable, arguments, project file, failed run) proves it, at half the matrix's cost.
+VERBOSE_CASES = [
+    "database-unreachable",
+    "token-refused",
+    "endpoint-down",
+    "conflicts-resolve-without-id",
+    "project-file-invalid",
+]
+
+
+@pytest.mark.parametrize("name", VERBOSE_CASES)
 def test_verbose_shows_the_traceback(world, name):
     case = CASES[name]
 
