@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 
 from reconcile_pipeline.defs.assets import reconcile_assets
 from reconcile_pipeline.defs.checks import reconcile_checks
+from reconcile_pipeline.defs.naming import reconcile_schedule_name
 from reconcile_pipeline.defs.partitions import partition_key_for
 from reconcile_pipeline.instance import PROJECT_ROOT
 from reconcile_pipeline_tests.browser.conftest import SEEDED_LEADS, DagsterUI
@@ -32,14 +33,19 @@ RUN_TIMEOUT_S = 150.0
 SCREENSHOT = "ui-asset-graph.png"
 UPDATE_SCREENSHOTS_ENV = "RECONCILE_UPDATE_SCREENSHOTS"
 
-# The demo project's one table: its assets are keyed `leads/…` (one set per synced table).
+# The demo project's client `demo` and its leads table: its assets are keyed `demo/leads/…` (one
+# set per synced table of each client).
 ISSUE_ASSETS = {
-    "leads/airtable_leads",
-    "leads/postgres_leads",
-    "leads/postgres_dirty_leads",
-    "leads/airtable_push_results",
+    "demo/leads/airtable_leads",
+    "demo/leads/postgres_leads",
+    "demo/leads/postgres_dirty_leads",
+    "demo/leads/airtable_push_results",
 }
-AUTOMATIONS = ["reconcile_schedule", "failed_check_alert_sensor", "reconcile_run_failure_alert"]
+AUTOMATIONS = [
+    reconcile_schedule_name("demo"),
+    "failed_check_alert_sensor",
+    "reconcile_run_failure_alert",
+]
 
 RUN_QUERY = """
 query RunStatus($runId: ID!) {

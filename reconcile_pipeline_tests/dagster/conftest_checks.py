@@ -21,11 +21,13 @@ from reconcile_pipeline.airtable.client import AirtableClient
 from reconcile_pipeline.airtable.resource import AirtableResource
 from reconcile_pipeline.defs.assets import reconcile_assets
 from reconcile_pipeline.defs.checks import reconcile_checks
+from reconcile_pipeline.defs.naming import airtable_resource_key
 from reconcile_pipeline.defs.partitions import partition_key_for
 from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.emulator.core import Emulator
 
 BASE, TABLE = "appDemoLeads00001", "Leads"
+CLIENT = "demo"  # the demo project's client: its assets are keyed demo/<table>/…
 OVERLAP = dt.timedelta(minutes=5)  # PullConfig.overlap_minutes' default
 
 
@@ -61,7 +63,7 @@ class FastRetryAirtableResource(AirtableResource):
 def reconcile_resources(emulator: Emulator, database_url: str) -> dict[str, Any]:
     """The run's resources: the emulator (fast retries, no pacing) and the test's database."""
     return {
-        "airtable": FastRetryAirtableResource(
+        airtable_resource_key(CLIENT): FastRetryAirtableResource(
             api_key=emulator.token,
             base_id=BASE,
             table=TABLE,
@@ -96,11 +98,11 @@ def materialize(resources: dict[str, Any], partition_key: str | None = None):
 
 
 def materialized(result) -> set[str]:
-    # The leads table's asset names, without the table prefix (`leads/…`).
+    # The leads table's asset names, without the client and table prefix (`demo/leads/…`).
     return {
         e.asset_key.path[-1]
         for e in result.get_asset_materialization_events()
-        if e.asset_key.path[0] == "leads"
+        if e.asset_key.path[:2] == [CLIENT, "leads"]
     }
 
 
@@ -108,7 +110,7 @@ def asset_metadata(result, asset: str) -> dict[str, Any]:
     event = next(
         e
         for e in result.get_asset_materialization_events()
-        if e.asset_key == dg.AssetKey(["leads", asset])
+        if e.asset_key == dg.AssetKey([CLIENT, "leads", asset])
     )
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
@@ -119,7 +121,7 @@ def evaluation(result, check_name: str):
     found = [
         e
         for e in result.get_asset_check_evaluations()
-        if e.check_name == check_name and e.asset_key.path[0] == "leads"
+        if e.check_name == check_name and e.asset_key.path[:2] == [CLIENT, "leads"]
     ]
     names = sorted(e.check_name for e in result.get_asset_check_evaluations())
     assert len(found) == 1, f"{check_name} evaluated {len(found)} times; evaluated: {names}"
@@ -149,7 +151,7 @@ def passed_checks(result) -> dict[str, bool]:
     return {
         e.check_name: e.passed
         for e in result.get_asset_check_evaluations()
-        if e.asset_key.path[0] == "leads"
+        if e.asset_key.path[:2] == [CLIENT, "leads"]
     }
 
 
@@ -263,7 +265,11 @@ def sync_state(engine: Engine, record_id: str) -> dict[str, Any]:
 def high_water_mark(engine: Engine) -> dt.datetime | None:
     with engine.connect() as conn:
         return conn.execute(
-            text("SELECT mark FROM reconcile.high_water_marks WHERE table_key = 'leads'")
+            text(
+                "SELECT mark FROM reconcile.high_water_marks "
+                "WHERE client = :client AND table_key = 'leads'"
+            ),
+            {"client": CLIENT},
         ).scalar_one_or_none()
 
 
@@ -302,8 +308,8 @@ def capture_trigger_ignoring_origin(engine: Engine) -> Iterator[None]:
             text(
                 f"DROP TRIGGER {CAPTURE_TRIGGER} ON public.leads; "
                 f"CREATE TRIGGER {CAPTURE_TRIGGER} AFTER INSERT OR UPDATE ON public.leads "
-                "FOR EACH ROW EXECUTE FUNCTION "
-                "public.capture_portal_change_ignoring_origin('leads', 'airtable_record_id')"
+                "FOR EACH ROW EXECUTE FUNCTION public.capture_portal_change_ignoring_origin("
+                f"'{CLIENT}', 'leads', 'airtable_record_id')"
             )
         )
     try:

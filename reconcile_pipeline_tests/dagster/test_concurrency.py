@@ -21,10 +21,11 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 )
 
 from reconcile_pipeline.definitions import defs
-from reconcile_pipeline.defs.jobs import BASE_POOL
-from reconcile_pipeline.defs.schedules import DEFAULT_BASE_ID
+from reconcile_pipeline.defs.naming import base_pool, reconcile_job_name
 from reconcile_pipeline.instance import register_base_pool
 
+DEMO_CLIENT, DEMO_BASE = "demo", "appDemoLeads00001"
+BASE_POOL = base_pool(DEMO_BASE)  # the demo client's base's pool
 WINDOW = {"dagster/partition": "2026-11-20-10:00"}
 
 
@@ -33,7 +34,7 @@ def instance(monkeypatch, project_dagster_database) -> Iterator[dg.DagsterInstan
     # Creating a run resolves the resources' config; nothing here connects to Airtable.
     monkeypatch.setenv("DATABASE_URL", project_dagster_database)
     monkeypatch.setenv("AIRTABLE_API_KEY", "not-used-by-these-tests")
-    monkeypatch.setenv("AIRTABLE_BASE_ID", DEFAULT_BASE_ID)
+    monkeypatch.setenv("AIRTABLE_BASE_ID", DEMO_BASE)
     monkeypatch.setenv("AIRTABLE_TABLE", "Leads")
     monkeypatch.setenv("AIRTABLE_ENDPOINT_URL", "http://127.0.0.1:9")
     # As `reconcile ui` does before starting the daemon (the pool this import computed).
@@ -79,7 +80,9 @@ def test_the_instance_limits_each_base_pool_to_one_run(instance):
     assert config.pool_config.pool_granularity.value == "run"
     assert config.pool_config.default_pool_limit == 1
     assert config.run_queue_config.tag_concurrency_limits == [
-        {"key": "reconcile/base", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+        {"key": "reconcile/base", "value": {"applyLimitPerUniqueValue": True}, "limit": 1},
+        # Airtable's 50 requests/s per token owner at 5 requests/s per base: ten bases a token.
+        {"key": "reconcile/token", "value": {"applyLimitPerUniqueValue": True}, "limit": 10},
     ]
 
 
@@ -96,8 +99,8 @@ def test_an_asset_graph_run_waits_while_another_run_holds_the_base(instance):
 
 
 def test_a_job_run_and_an_asset_graph_run_exclude_each_other(instance):
-    """A scheduled reconcile_job run holds the pool too: a UI materialization waits for it."""
-    job = defs.resolve_job_def("reconcile_job")
+    """A scheduled reconcile run holds the pool too: a UI materialization waits for it."""
+    job = defs.resolve_job_def(reconcile_job_name(DEMO_CLIENT))
     scheduled = create_run(instance, job, DagsterRunStatus.STARTED, tags={**job.tags, **WINDOW})
     queued = asset_graph_run(instance, DagsterRunStatus.QUEUED)
 

@@ -17,8 +17,8 @@ import pytest
 
 from reconcile_pipeline.db.base_lock import sessions_on
 from reconcile_pipeline.defs.alert_resource import AlertWebhookResource
-from reconcile_pipeline.defs.jobs import BASE_POOL
-from reconcile_pipeline.defs.schedules import DEFAULT_BASE_ID
+from reconcile_pipeline.defs.naming import base_pool
+from reconcile_pipeline.defs.schedules import base_id_from_env
 from reconcile_pipeline.defs.sensors import (
     ALERT_RESOURCE_KEY,
     fail_dead_runs,
@@ -49,8 +49,8 @@ def instance(monkeypatch, database_url, project_dagster_database):
     monkeypatch.setenv("AIRTABLE_BASE_ID", BASE)
     monkeypatch.setenv("AIRTABLE_TABLE", "Leads")
     monkeypatch.setenv("AIRTABLE_ENDPOINT_URL", "http://127.0.0.1:9")
-    assert BASE == DEFAULT_BASE_ID
-    assert register_base_pool(BASE_POOL)  # as `reconcile ui` does before the daemon starts
+    assert BASE == base_id_from_env()  # the demo client's base
+    assert register_base_pool(base_pool(BASE))  # as `reconcile ui` does before the daemon starts
     with dg.DagsterInstance.get() as instance:
         yield instance
 

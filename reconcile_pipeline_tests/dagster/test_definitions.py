@@ -9,15 +9,15 @@ def test_code_location_loads_assets_checks_jobs_schedules_and_sensors():
     repository = defs.get_repository_def()
 
     assert {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()} == {
-        "leads/airtable_leads",
-        "leads/postgres_leads",
-        "leads/postgres_dirty_leads",
-        "leads/airtable_push_results",
+        "demo/leads/airtable_leads",
+        "demo/leads/postgres_leads",
+        "demo/leads/postgres_dirty_leads",
+        "demo/leads/airtable_push_results",
         # The demo's second table, linked from leads: synced first.
-        "campaigns/airtable_campaigns",
-        "campaigns/postgres_campaigns",
-        "campaigns/postgres_dirty_campaigns",
-        "campaigns/airtable_push_results",
+        "demo/campaigns/airtable_campaigns",
+        "demo/campaigns/postgres_campaigns",
+        "demo/campaigns/postgres_dirty_campaigns",
+        "demo/campaigns/airtable_push_results",
     }
     check_names = {key.name for key in repository.asset_graph.asset_check_keys}
     assert {
@@ -29,12 +29,12 @@ def test_code_location_loads_assets_checks_jobs_schedules_and_sensors():
         "reconcile_is_fresh",
     } <= check_names
     assert {job.name for job in repository.get_all_jobs()} >= {
-        "reconcile_job",
-        "delete_sweep_job",
-        "full_reconcile_job",
+        "reconcile_demo",
+        "delete_sweep_demo",
+        "full_reconcile_demo",
     }
-    assert repository.has_schedule_def("reconcile_schedule")
+    assert repository.has_schedule_def("reconcile_schedule_demo")
     assert repository.has_sensor_def("failed_check_alert_sensor")
     assert repository.has_sensor_def("reconcile_run_failure_alert")
-    policy = defs.resolve_assets_def(dg.AssetKey(["leads", "airtable_leads"])).backfill_policy
-    assert policy == dg.BackfillPolicy.single_run()
+    pulled = defs.resolve_assets_def(dg.AssetKey(["demo", "leads", "airtable_leads"]))
+    assert pulled.backfill_policy == dg.BackfillPolicy.single_run()

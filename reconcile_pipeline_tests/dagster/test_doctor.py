@@ -223,7 +223,7 @@ def test_a_trigger_that_captures_but_differs_is_a_failure_db_upgrade_repairs(env
                 "DROP TRIGGER reconcile_capture_portal_change ON public.leads; "
                 "CREATE TRIGGER reconcile_capture_portal_change AFTER INSERT OR UPDATE "
                 "ON public.leads FOR EACH ROW EXECUTE FUNCTION "
-                "reconcile.capture_portal_change('leads', 'airtable_record_id')"
+                "reconcile.capture_portal_change('demo', 'leads', 'airtable_record_id')"
             )
         )
 

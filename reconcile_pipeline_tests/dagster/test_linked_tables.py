@@ -13,13 +13,15 @@ from sqlalchemy import create_engine, text
 from reconcile_pipeline.airtable.resource import AirtableResource
 from reconcile_pipeline.config.install import install_capture
 from reconcile_pipeline.config.load import parse
-from reconcile_pipeline.defs.assets import build_project_assets
+from reconcile_pipeline.defs.assets import build_client_assets
 from reconcile_pipeline.defs.checks import build_table_checks
+from reconcile_pipeline.defs.naming import airtable_resource_key
 from reconcile_pipeline.defs.partitions import partition_key_for
+from reconcile_pipeline.defs.project import ClientSpec
 from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.emulator.server import run_emulator
 
-BASE = "appOwnBase0000001"
+CLIENT, BASE = "own", "appOwnBase0000001"
 CAMPAIGNS = "tblCampaigns00001"
 PROSPECTS = "tblProspects00001"
 F = {  # field ids
@@ -134,12 +136,12 @@ def setup(own_base, database_url):
 
     mappings = Project(path=None, config=project).mappings()  # type: ignore[arg-type]
     install_capture(engine, mappings)
-    tables = build_project_assets(mappings, BASE)
+    tables = build_client_assets(ClientSpec(CLIENT, project.clients[CLIENT], tuple(mappings)))
     definitions = [a for t in tables for a in t.all] + [
         c for t in tables for c in build_table_checks(t)
     ]
     resources = {
-        "airtable": AirtableResource(
+        airtable_resource_key(CLIENT): AirtableResource(
             api_key=own_base.token, base_id=BASE, endpoint_url=own_base.url, requests_per_second=0
         ),
         "postgres": PostgresResource(database_url=database_url, base_id=BASE),
@@ -155,7 +157,9 @@ def run(definitions, resources, overlap_minutes: int = 5, when: dt.datetime | No
         partition_key=partition_key_for(when or dt.datetime.now(dt.UTC)),
         run_config={
             "ops": {
-                f"{table}__airtable_{table}": {"config": {"overlap_minutes": overlap_minutes}}
+                f"{CLIENT}__{table}__airtable_{table}": {
+                    "config": {"overlap_minutes": overlap_minutes}
+                }
                 for table in ("campaigns", "prospects")
             }
         },
@@ -221,7 +225,7 @@ def test_a_link_to_a_campaign_not_synced_yet_is_held_then_resolved(own_base, set
     drift = [
         e
         for e in held.get_asset_check_evaluations()
-        if e.check_name == "no_drift_in_window" and e.asset_key.path[0] == "prospects"
+        if e.check_name == "no_drift_in_window" and e.asset_key.path[:2] == [CLIENT, "prospects"]
     ]
     assert [e.passed for e in drift] == [True]  # a held link is quarantine, not drift
     [(field, reason)] = rows(

@@ -13,6 +13,7 @@ from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.emulator.admin_client import EmulatorAdmin
 from reconcile_pipeline.emulator.server import run_emulator
 from reconcile_pipeline_tests.dagster.test_reconcile_assets import (
+    AIRTABLE,
     BASE,
     TABLE,
     lead_fields,
@@ -36,7 +37,7 @@ def emulator():
 @pytest.fixture
 def resources(emulator, database_url):
     return {
-        "airtable": AirtableResource(
+        AIRTABLE: AirtableResource(
             api_key=emulator.token, base_id=BASE, endpoint_url=emulator.url, requests_per_second=0
         ),
         "postgres": PostgresResource(database_url=database_url),
@@ -172,7 +173,7 @@ class RenamingMidRun(AirtableResource):
 def test_renames_in_the_middle_of_a_run_change_nothing(emulator, database_url):
     [rid] = emulator.seed_records(BASE, TABLE, [lead_fields(1)])
     plain = {
-        "airtable": AirtableResource(
+        AIRTABLE: AirtableResource(
             api_key=emulator.token, base_id=BASE, endpoint_url=emulator.url, requests_per_second=0
         ),
         "postgres": PostgresResource(database_url=database_url),
@@ -182,7 +183,7 @@ def test_renames_in_the_middle_of_a_run_change_nothing(emulator, database_url):
     portal_write(database_url, rid, claimed_by="ana")
     renaming = {
         **plain,
-        "airtable": RenamingMidRun(
+        AIRTABLE: RenamingMidRun(
             api_key=emulator.token, base_id=BASE, endpoint_url=emulator.url, requests_per_second=0
         ),
     }

@@ -12,11 +12,14 @@ from sqlalchemy import text
 from reconcile_pipeline.airtable.resource import AirtableResource
 from reconcile_pipeline.defs.assets import reconcile_assets
 from reconcile_pipeline.defs.checks import reconcile_checks
+from reconcile_pipeline.defs.naming import airtable_resource_key
 from reconcile_pipeline.defs.partitions import partition_key_for
 from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.emulator.server import run_emulator
 
 BASE, TABLE = "appDemoLeads00001", "Leads"
+CLIENT = "demo"  # the demo project's client: its assets are keyed demo/<table>/…
+AIRTABLE = airtable_resource_key(CLIENT)
 
 
 @pytest.fixture
@@ -28,7 +31,7 @@ def emulator():
 @pytest.fixture
 def resources(emulator, database_url):
     return {
-        "airtable": AirtableResource(
+        AIRTABLE: AirtableResource(
             api_key=emulator.token,
             base_id=BASE,
             table=TABLE,
@@ -66,25 +69,25 @@ def metadata(result, asset: str) -> dict:
     event = next(
         e
         for e in result.get_asset_materialization_events()
-        if e.asset_key == dg.AssetKey(["leads", asset])
+        if e.asset_key == dg.AssetKey([CLIENT, "leads", asset])
     )
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
 def check_results(result) -> dict[str, bool]:
-    """Every check of every table: `table/check` → passed."""
+    """Every check of every table (the demo's only client's): `table/check` → passed."""
     return {
-        f"{e.asset_key.path[0]}/{e.check_name}": e.passed
+        f"{e.asset_key.path[1]}/{e.check_name}": e.passed
         for e in result.get_asset_check_evaluations()
     }
 
 
 def materialized(result) -> set[str]:
-    """The leads table's materialized asset names (without the `leads/` prefix)."""
+    """The leads table's materialized asset names (without the `demo/leads/` prefix)."""
     return {
         e.asset_key.path[-1]
         for e in result.get_asset_materialization_events()
-        if e.asset_key.path[0] == "leads"
+        if e.asset_key.path[:2] == [CLIENT, "leads"]
     }
 
 
@@ -156,7 +159,7 @@ def test_a_72_window_range_is_one_run_with_one_airtable_query(emulator, resource
         windows = {
             e.partition
             for e in result.get_asset_materialization_events()
-            if e.asset_key == dg.AssetKey(["leads", "airtable_leads"])
+            if e.asset_key == dg.AssetKey([CLIENT, "leads", "airtable_leads"])
         }
 
     assert result.success
@@ -188,7 +191,7 @@ def test_a_seeded_loop_fails_the_blocking_check_and_stops_the_push(
                 "DROP TRIGGER reconcile_capture_portal_change ON leads; "
                 "CREATE TRIGGER reconcile_capture_portal_change AFTER INSERT OR UPDATE ON leads "
                 "FOR EACH ROW EXECUTE FUNCTION "
-                "reconcile.capture_portal_change('leads', 'airtable_record_id')"
+                "reconcile.capture_portal_change('demo', 'leads', 'airtable_record_id')"
             )
         )
         definition = conn.execute(
@@ -246,8 +249,11 @@ def test_sweep_and_full_reconcile_jobs_run_tagged_with_the_base_and_repair_drift
     """The two maintenance jobs through real Dagster runs: each run carries the base tag the
     per-base queue limit keys on; the sweep soft-deletes a vanished record and the full
     reconcile reports and repairs a value changed behind the reconciler's back."""
-    from reconcile_pipeline.defs.jobs import delete_sweep_job, full_reconcile_job
+    from reconcile_pipeline.defs.jobs import client_jobs
     from reconcile_pipeline.defs.schedules import BASE_TAG, base_id_from_env
+
+    delete_sweep_job = client_jobs[CLIENT].delete_sweep
+    full_reconcile_job = client_jobs[CLIENT].full_reconcile
 
     ids = emulator.seed_records(BASE, TABLE, [lead_fields(i) for i in range(4)])
     assert materialize(resources, partition_key=partition_key_for(dt.datetime.now(dt.UTC))).success

@@ -21,6 +21,7 @@ from dagster._core.remote_origin import (
     RemoteRepositoryOrigin,
 )
 
+from reconcile_pipeline import launch
 from reconcile_pipeline.definitions import defs
 from reconcile_pipeline.defs.alert_resource import (
     ALERT_WEBHOOK_URL_ENV,
@@ -30,7 +31,17 @@ from reconcile_pipeline.defs.alert_resource import (
     AlertWebhookResource,
     alert_webhook_resource,
 )
+from reconcile_pipeline.defs.assets import client_tables
+from reconcile_pipeline.defs.checks import reconcile_checks
+from reconcile_pipeline.defs.jobs import client_jobs
+from reconcile_pipeline.defs.location import build_definitions
+from reconcile_pipeline.defs.naming import (
+    delete_sweep_job_name,
+    full_reconcile_job_name,
+    reconcile_job_name,
+)
 from reconcile_pipeline.defs.partitions import reconcile_windows
+from reconcile_pipeline.defs.project import clients
 from reconcile_pipeline.defs.schedules import BASE_TAG, base_id_from_env
 from reconcile_pipeline.defs.sensors import (
     ALERT_RESOURCE_KEY,
@@ -49,6 +60,7 @@ CLEAN_TOKEN_MESSAGE = (
     "Airtable rejected the API token (401 AUTHENTICATION_REQUIRED): set AIRTABLE_API_KEY to a "
     "valid personal access token."
 )
+RECONCILE_JOB = reconcile_job_name("demo")  # the demo client's: reconcile_demo
 NOISE = ("Traceback", "Stack Trace", 'File "', "HTTPError", "reconcile_pipeline.airtable")
 
 
@@ -58,6 +70,13 @@ def instance(monkeypatch, database_url, project_dagster_database):
         monkeypatch.setenv("DATABASE_URL", database_url)
         monkeypatch.setenv("AIRTABLE_API_KEY", "patNotTheRightToken.0")  # every run fails
         monkeypatch.setenv("AIRTABLE_ENDPOINT_URL", emulator.url)
+        # The code location as `reconcile backfill` loads it: once the Airtable variables are
+        # exported (its resources bind AIRTABLE_ENDPOINT_URL only when it is set at load).
+        monkeypatch.setattr(
+            launch,
+            "defs",
+            build_definitions(clients(), client_tables, client_jobs, checks=reconcile_checks),
+        )
         with dg.DagsterInstance.get() as instance:
             yield instance
 
@@ -65,7 +84,7 @@ def instance(monkeypatch, database_url, project_dagster_database):
 def queued_run_that_failed(instance: dg.DagsterInstance) -> dg.DagsterRun:
     """A run as the daemon launches it (remote origin, queued, started), then failed with a
     message, as the gRPC server reports a run worker that died."""
-    job = defs.resolve_job_def("delete_sweep_job")
+    job = defs.resolve_job_def(delete_sweep_job_name("demo"))
     origin = RemoteJobOrigin(
         repository_origin=RemoteRepositoryOrigin(
             code_location_origin=RegisteredCodeLocationOrigin("reconcile_pipeline"),
@@ -114,7 +133,7 @@ def test_in_process_and_queued_runs_each_alert_exactly_once(instance, webhook) -
     assert len(texts) == 2
     [cli_alert] = [t for t in texts if f"Run: {in_process.run_id}" in t]
     [queued_alert] = [t for t in texts if f"Run: {queued.run_id}" in t]
-    assert cli_alert.startswith("*Run failed: reconcile_job*")
+    assert cli_alert.startswith(f"*Run failed: {RECONCILE_JOB}*")
     assert "reconcile/base: appDemoLeads00001" in cli_alert
     # Who, what and when: the demo's client, both tables (each failed its pull), the hour.
     assert "\nClient: demo\nTables: campaigns, leads\n" in cli_alert
@@ -128,7 +147,7 @@ def test_in_process_and_queued_runs_each_alert_exactly_once(instance, webhook) -
     # The notification's one line says it all too.
     [summary] = [p["text"] for p in webhook.payloads if in_process.run_id in str(p["blocks"])]
     assert summary.startswith(
-        "Run failed: reconcile_job (demo / campaigns, leads; 3 windows, 2026-03-02 10:00 – "
+        f"Run failed: {RECONCILE_JOB} (demo / campaigns, leads; 3 windows, 2026-03-02 10:00 – "
         "11:00 UTC): "
     )
     assert CLEAN_TOKEN_MESSAGE in summary
@@ -140,7 +159,7 @@ def test_in_process_and_queued_runs_each_alert_exactly_once(instance, webhook) -
 
 
 def test_a_run_of_another_base_is_left_to_that_bases_code_location(instance, webhook) -> None:
-    job = defs.resolve_job_def("full_reconcile_job")
+    job = defs.resolve_job_def(full_reconcile_job_name("demo"))
     run = instance.create_run_for_job(
         job, status=dg.DagsterRunStatus.STARTED, tags={"reconcile/base": "appSomeOtherBase1"}
     )
@@ -183,7 +202,7 @@ def test_a_failed_run_alerts_a_slack_app_and_the_webhook_from_the_environment(
     assert message["channel"] == "#reconcile-alerts"
     assert message["text"] == webhook.payloads[0]["text"]
     assert message["text"].startswith(
-        "Run failed: reconcile_job (demo / campaigns, leads; 2026-03-02 10:20–10:40 UTC): "
+        f"Run failed: {RECONCILE_JOB} (demo / campaigns, leads; 2026-03-02 10:20–10:40 UTC): "
     )
     section = message["blocks"][0]["text"]["text"]
     assert f"Run: {result.run_id}" in section

@@ -1,11 +1,12 @@
 """The 15-minute schedule requests the windows containing the tick and tick - 15 min.
 
-Evaluated through the real schedule definition, inside Definitions with a stand-in
-`reconcile_job` on the real partitions, so Dagster itself resolves every requested partition key
-as of the tick, as the daemon does: it raises for an unknown key, which the window still in
-progress at the tick would be without `end_offset=1`.
+Evaluated through the real schedule definition (the demo client's), inside Definitions with a
+stand-in for the client's reconcile job on the real partitions, so Dagster itself resolves every
+requested partition key as of the tick, as the daemon does: it raises for an unknown key, which
+the window still in progress at the tick would be without `end_offset=1`.
 """
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -13,14 +14,15 @@ import pytest
 
 from reconcile_pipeline.config.load import CONFIG_ENV, DEMO_FILE
 from reconcile_pipeline.defs import project
+from reconcile_pipeline.defs.assets import build_client_assets
+from reconcile_pipeline.defs.jobs import build_client_jobs, client_jobs
+from reconcile_pipeline.defs.naming import reconcile_job_name, reconcile_schedule_name
 from reconcile_pipeline.defs.partitions import reconcile_windows
-from reconcile_pipeline.defs.schedules import (
-    BASE_TAG,
-    DEFAULT_BASE_ID,
-    RECONCILE_JOB_NAME,
-    reconcile_schedule,
-    windows_to_request,
-)
+from reconcile_pipeline.defs.schedules import BASE_TAG, windows_to_request
+
+DEMO_CLIENT, DEMO_BASE = "demo", "appDemoLeads00001"
+# The code location's schedule of the demo client (the project file read at import).
+reconcile_schedule = client_jobs[DEMO_CLIENT].schedules[0]
 
 
 @dg.asset(partitions_def=reconcile_windows)
@@ -28,17 +30,43 @@ def stand_in_window() -> None:
     """Stands in for the reconcile assets: only the partitions matter here."""
 
 
-def repository() -> dg.RepositoryDefinition:
+def repository(schedule: dg.ScheduleDefinition) -> dg.RepositoryDefinition:
     job = dg.define_asset_job(
-        RECONCILE_JOB_NAME, selection=[stand_in_window], partitions_def=reconcile_windows
+        reconcile_job_name(DEMO_CLIENT),
+        selection=[stand_in_window],
+        partitions_def=reconcile_windows,
     )
-    defs = dg.Definitions(assets=[stand_in_window], jobs=[job], schedules=[reconcile_schedule])
+    defs = dg.Definitions(assets=[stand_in_window], jobs=[job], schedules=[schedule])
     return defs.get_repository_def()
 
 
-def evaluate(tick: datetime) -> list[dg.RunRequest]:
-    context = dg.build_schedule_context(scheduled_execution_time=tick, repository_def=repository())
-    data = reconcile_schedule.evaluate_tick(context)
+def reloaded_schedule() -> dg.ScheduleDefinition:
+    """The demo client's schedule as a code location loading the project file now builds it
+    (the file is read once per load: the jobs and schedules take its client's tags)."""
+    project.project.cache_clear()
+    project.clients.cache_clear()
+    [spec] = project.clients()
+    assert spec.key == DEMO_CLIENT
+    return build_client_jobs(spec, build_client_assets(spec)).schedules[0]
+
+
+@pytest.fixture
+def fresh_project_file() -> Iterator[None]:
+    """The project file is read again by the test (and again after it, for the next test)."""
+    try:
+        yield
+    finally:
+        project.project.cache_clear()
+        project.clients.cache_clear()
+
+
+def evaluate(
+    tick: datetime, schedule: dg.ScheduleDefinition = reconcile_schedule
+) -> list[dg.RunRequest]:
+    context = dg.build_schedule_context(
+        scheduled_execution_time=tick, repository_def=repository(schedule)
+    )
+    data = schedule.evaluate_tick(context)
     assert data.skip_message is None
     return list(data.run_requests or [])
 
@@ -64,16 +92,17 @@ def utc(hour: int, minute: int) -> datetime:
     ],
 )
 def test_each_tick_requests_the_windows_of_tick_and_tick_minus_15_min(
-    tick: datetime, windows: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path
+    tick: datetime,
+    windows: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path,
+    fresh_project_file: None,
 ) -> None:
     own = tmp_path / "reconcile.yaml"
-    own.write_text(DEMO_FILE.read_text().replace("appDemoLeads00001", "appTestBase000042"))
+    own.write_text(DEMO_FILE.read_text().replace(DEMO_BASE, "appTestBase000042"))
     monkeypatch.setenv(CONFIG_ENV, str(own))
-    project.project.cache_clear()
-    try:
-        requests = evaluate(tick)
-    finally:
-        project.project.cache_clear()
+
+    requests = evaluate(tick, reloaded_schedule())
 
     keys = [f"2026-03-02-{window}" for window in windows]
     assert [request.partition_key for request in requests] == keys
@@ -94,17 +123,14 @@ def test_consecutive_ticks_requesting_one_window_have_distinct_run_keys() -> Non
 
 
 def test_without_a_project_file_runs_are_tagged_with_the_demo_base(
-    monkeypatch: pytest.MonkeyPatch, tmp_path
+    monkeypatch: pytest.MonkeyPatch, tmp_path, fresh_project_file: None
 ) -> None:
     monkeypatch.delenv(CONFIG_ENV, raising=False)
     monkeypatch.chdir(tmp_path)  # no ./reconcile.yaml: the demo's file
-    project.project.cache_clear()
-    try:
-        requests = evaluate(utc(10, 20))
-    finally:
-        project.project.cache_clear()
 
-    assert {r.tags[BASE_TAG] for r in requests} == {DEFAULT_BASE_ID}
+    requests = evaluate(utc(10, 20), reloaded_schedule())
+
+    assert {r.tags[BASE_TAG] for r in requests} == {DEMO_BASE}
 
 
 def test_windows_before_the_first_partition_are_not_requested() -> None:
@@ -117,5 +143,6 @@ def test_windows_before_the_first_partition_are_not_requested() -> None:
 def test_the_schedule_runs_every_15_minutes_in_utc_on_the_reconcile_job() -> None:
     assert reconcile_schedule.cron_schedule == "*/15 * * * *"
     assert reconcile_schedule.execution_timezone == "UTC"
-    assert reconcile_schedule.job_name == RECONCILE_JOB_NAME
+    assert reconcile_schedule.name == reconcile_schedule_name(DEMO_CLIENT)
+    assert reconcile_schedule.job_name == reconcile_job_name(DEMO_CLIENT)
     assert reconcile_schedule.default_status == dg.DefaultScheduleStatus.RUNNING

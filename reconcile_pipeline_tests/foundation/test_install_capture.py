@@ -22,9 +22,11 @@ from reconcile_pipeline.config.install import (
     project_mappings,
     tracked_problems,
 )
-from reconcile_pipeline.config.load import DEMO_FILE, ConfigError, load
+from reconcile_pipeline.config.load import DEMO_FILE, ConfigError, Project, load
 from reconcile_pipeline.defs.assets import build_table_assets
+from reconcile_pipeline.defs.naming import airtable_resource_key
 from reconcile_pipeline.defs.partitions import partition_key_for
+from reconcile_pipeline.defs.project import ClientSpec
 from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.emulator.server import run_emulator
 from reconcile_pipeline_tests.dagster.cli import BASE, TABLE, reconcile_env, run_reconcile_cli
@@ -348,7 +350,7 @@ def emulator():
 
 def resources(emulator, database_url):
     return {
-        "airtable": AirtableResource(
+        airtable_resource_key("demo"): AirtableResource(
             api_key=emulator.token,
             base_id=BASE,
             endpoint_url=emulator.url,
@@ -358,8 +360,11 @@ def resources(emulator, database_url):
     }
 
 
-def run_table(mapping, emulator, database_url) -> dg.ExecuteInProcessResult:
-    assets = build_table_assets(mapping, BASE).all
+def run_table(project: Project, mapping, emulator, database_url) -> dg.ExecuteInProcessResult:
+    """A run of `mapping`'s four assets, as the code location builds them for its client."""
+    key, declared = project.client(mapping.client)
+    assert declared.base_id == BASE
+    assets = build_table_assets(mapping, ClientSpec(key, declared, (mapping,))).all
     return dg.materialize(
         assets,
         resources=resources(emulator, database_url),
@@ -380,10 +385,10 @@ def failure_text(result) -> str:
 def test_a_run_on_a_table_without_the_trigger_fails_naming_reconcile_db_upgrade(
     tmp_path, emulator, engine, database_url, prospects_table
 ):
-    mappings = project_mappings(load(project_file(tmp_path / "reconcile.yaml")))
-    prospects = next(m for m in mappings if m.name == "prospects")
+    project = load(project_file(tmp_path / "reconcile.yaml"))
+    prospects = next(m for m in project_mappings(project) if m.name == "prospects")
 
-    result = run_table(prospects, emulator, database_url)
+    result = run_table(project, prospects, emulator, database_url)
 
     assert not result.success
     message = failure_text(result)
@@ -396,15 +401,16 @@ def test_the_demo_table_runs_again_once_db_upgrade_put_its_trigger_back(
     tmp_path, emulator, engine, database_url
 ):
     emulator.seed_records(BASE, TABLE, [{"Email": "a@example.com", "Status": "New"}])
-    leads = next(m for m in load(DEMO_FILE).mappings() if m.name == "leads")
+    demo = load(DEMO_FILE)
+    leads = next(m for m in demo.mappings() if m.name == "leads")
     with engine.begin() as conn:
         conn.execute(text(f"DROP TRIGGER {TRIGGER} ON public.leads"))
 
-    refused = run_table(leads, emulator, database_url)
+    refused = run_table(demo, leads, emulator, database_url)
 
     assert not refused.success
     assert "leads: the capture trigger is missing on public.leads" in failure_text(refused)
     env = reconcile_env(tmp_path / "home", database_url, emulator.url, emulator.token)
     env["RECONCILE_CONFIG"] = str(DEMO_FILE)
     assert "leads (public.leads): capture trigger installed" in upgrade(env)
-    assert run_table(leads, emulator, database_url).success
+    assert run_table(demo, leads, emulator, database_url).success
