@@ -165,7 +165,8 @@ def test_a_72_window_range_is_one_run_with_one_airtable_query(emulator, resource
     assert result.success
     assert len(windows) == 72
     assert len(runs) == 1
-    pulled = metadata(result, "airtable_leads")
+    # A range run's numbers are its totals, in one `range_totals` entry (not one per window).
+    pulled = metadata(result, "airtable_leads")["range_totals"]
     assert pulled["pulled"] == count
     list_requests = sum(
         n for key, n in emulator.request_log()["counts"].items() if "/meta/" not in key
@@ -174,7 +175,7 @@ def test_a_72_window_range_is_one_run_with_one_airtable_query(emulator, resource
     # the demo's empty campaigns table; the only other calls read the tables' metadata.
     assert list_requests == math.ceil(count / 100) + 1
     assert pulled["airtable_requests"] == math.ceil(count / 100)
-    assert metadata(result, "postgres_leads")["inserted"] == count
+    assert metadata(result, "postgres_leads")["range_totals"]["inserted"] == count
 
 
 def test_a_seeded_loop_fails_the_blocking_check_and_stops_the_push(

@@ -1,4 +1,5 @@
-"""The 15-minute schedule requests the windows containing the tick and tick - 15 min.
+"""The 15-minute schedule requests the windows containing the tick and tick - 15 min, as one
+run (a range run when they are two: one Airtable listing per table per tick).
 
 Evaluated through the real schedule definition (the demo client's), inside Definitions with a
 stand-in for the client's reconcile job on the real partitions, so Dagster itself resolves every
@@ -71,6 +72,15 @@ def evaluate(
     return list(data.run_requests or [])
 
 
+def windows_of(request: dg.RunRequest) -> list[str]:
+    """The partition keys a run request covers: its partition, or every key of its range."""
+    if request.partition_key is not None:
+        return [request.partition_key]
+    start = request.tags["dagster/asset_partition_range_start"]
+    end = request.tags["dagster/asset_partition_range_end"]
+    return reconcile_windows.get_partition_keys_in_range(dg.PartitionKeyRange(start, end))
+
+
 def utc(hour: int, minute: int) -> datetime:
     return datetime(2026, 3, 2, hour, minute, tzinfo=UTC)
 
@@ -105,11 +115,12 @@ def test_each_tick_requests_the_windows_of_tick_and_tick_minus_15_min(
     requests = evaluate(tick, reloaded_schedule())
 
     keys = [f"2026-03-02-{window}" for window in windows]
-    assert [request.partition_key for request in requests] == keys
+    [request] = requests  # one run per tick
+    assert windows_of(request) == keys
     tick_iso = tick.isoformat()
-    assert [request.run_key for request in requests] == [f"{key}@{tick_iso}" for key in keys]
-    for request in requests:
-        assert request.tags[BASE_TAG] == "appTestBase000042"
+    # The run key names the windows and the tick.
+    assert request.run_key == f"{'..'.join(dict.fromkeys([keys[0], keys[-1]]))}@{tick_iso}"
+    assert request.tags[BASE_TAG] == "appTestBase000042"
 
 
 def test_consecutive_ticks_requesting_one_window_have_distinct_run_keys() -> None:
@@ -117,7 +128,9 @@ def test_consecutive_ticks_requesting_one_window_have_distinct_run_keys() -> Non
     first = evaluate(utc(10, 0))
     second = evaluate(utc(10, 15))
 
-    [shared] = {r.partition_key for r in first} & {r.partition_key for r in second}
+    [shared] = {k for r in first for k in windows_of(r)} & {
+        k for r in second for k in windows_of(r)
+    }
     assert shared == "2026-03-02-10:00"
     assert {r.run_key for r in first}.isdisjoint({r.run_key for r in second})
 
