@@ -169,8 +169,11 @@ def build_reconcile_schedule(
         except Exception as exc:  # the budget must never stop the sync
             context.log.warning("API budget unavailable (%s): the normal cadence", exc)
             cadence, summary = int(TICK_INTERVAL.total_seconds() // 60), None
+        # Slowed down: only the ticks on the slower cadence run (the quarter hour a tick falls
+        # in decides, so an off-cron evaluation behaves like its tick).
+        base = int(TICK_INTERVAL.total_seconds() // 60)
         minute = tick.astimezone(UTC).hour * 60 + tick.astimezone(UTC).minute
-        if minute % cadence:
+        if cadence > base and (minute - minute % base) % cadence:
             return dg.SkipReason(f"API budget: reconciling every {cadence} minutes ({summary})")
         return run_requests_for(tick, tags[BASE_TAG], tags, lookback=timedelta(minutes=cadence))
 

@@ -60,7 +60,7 @@ def test_each_window_starts_after_the_answer_to_the_request_it_follows() -> None
         pacer.done()
         spans.append((asked, started, answered))
 
-    for (asked, _, answered), later in zip(spans, spans[pacer.burst :], strict=False):
+    for (_, _, answered), later in zip(spans, spans[pacer.burst :], strict=False):
         assert later[1] >= answered + pacer.window - 1e-6
 
 

@@ -9,7 +9,6 @@ import logging
 import socket
 from collections.abc import Iterator
 
-import dagster as dg
 import pytest
 
 from reconcile_pipeline.alerting import send_alert, send_slack_alert, slack_client
@@ -282,6 +281,12 @@ def test_the_env_bound_resource_binds_the_slack_variables_by_name(
 
     resource = alert_webhook_resource()
 
-    # Bound as EnvVar: the UI shows the variable's name, never the token.
-    assert resource.slack_token == dg.EnvVar(SLACK_TOKEN_ENV)
-    assert resource.webhook_url is None
+    # Nothing bound when the code location loads (the UI shows no token, and setting a
+    # variable later needs no reload): the variables are read when an alert is sent.
+    assert resource.slack_token is None and resource.webhook_url is None
+    assert set(resource.destinations()) == {"slack"}
+    assert resource.send("Run failed: x", ["boom"], LOGGER)
+    [posted] = slack_api.messages
+    assert posted["channel"] == "#alerts"
+    monkeypatch.delenv(SLACK_TOKEN_ENV)
+    assert resource.destinations() == {}  # unset later: only logged from then on

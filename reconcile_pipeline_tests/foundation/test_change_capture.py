@@ -100,7 +100,10 @@ def test_tracked_columns_come_from_configuration(engine, lead):
     """Making `title` portal-owned is a row in reconcile.tracked_columns, not a trigger change."""
     with engine.begin() as conn:
         conn.execute(
-            text("INSERT INTO reconcile.tracked_columns VALUES ('leads', 'title', 'portal', 'demo')")
+            text(
+                "INSERT INTO reconcile.tracked_columns VALUES ('leads', 'title', 'portal', "
+                "'demo')"
+            )
         )
         conn.execute(
             text("UPDATE leads SET title = 'CTO' WHERE airtable_record_id = :r"), {"r": lead}
