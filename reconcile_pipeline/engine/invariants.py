@@ -115,14 +115,15 @@ def records_repeated_in_pull(repo: Repository, run_id: str) -> Finding:
     run."""
     rows = _rows(
         repo,
-        "SELECT id AS record_id, count(*) AS times FROM ("
-        "SELECT jsonb_array_elements_text(stats -> 'repeated_ids') AS id FROM reconcile.runs "
+        # One aggregate over the run's snapshot rows (a self-join on them went quadratic when
+        # the planner expected one row for a new run: 20 s at 10k records).
+        "SELECT id AS record_id, sum(n)::bigint AS times FROM ("
+        "SELECT jsonb_array_elements_text(stats -> 'repeated_ids') AS id, 1::bigint AS n "
+        "FROM reconcile.runs "
         "WHERE client = :c AND table_key = :t AND run_id = :run AND stage = 'fetch' "
-        "UNION ALL SELECT airtable_record_id FROM reconcile.airtable_snapshots "
-        "WHERE client = :c AND table_key = :t AND run_id = :run AND airtable_record_id IN ("
-        "SELECT airtable_record_id FROM reconcile.airtable_snapshots WHERE client = :c AND "
-        "table_key = :t "
-        "AND run_id = :run GROUP BY 1 HAVING count(*) > 1)) r GROUP BY 1 ORDER BY 1 LIMIT 100",
+        "UNION ALL SELECT airtable_record_id, count(*) FROM reconcile.airtable_snapshots "
+        "WHERE client = :c AND table_key = :t AND run_id = :run "
+        "GROUP BY 1 HAVING count(*) > 1) r GROUP BY 1 ORDER BY 1 LIMIT 100",
         {"c": repo.mapping.client, "t": repo.mapping.name, "run": run_id},
     )
     return _offenders(

@@ -583,6 +583,26 @@ def test_e_a_listing_that_repeats_records_across_pages_is_reported(emulator, eng
     assert sorted(e["record_id"] for e in finding.examples) == sorted(first_page_tail)
 
 
+def test_a_record_stored_twice_in_one_run_s_snapshot_is_reported_with_its_count(engine, repo):
+    """The other source of the check: a record the snapshot holds twice for the run (kept by
+    the listing), counted by one aggregate over the run's rows."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO reconcile.airtable_snapshots (client, table_key, airtable_record_id, "
+                "fields, run_id) VALUES ('demo', 'leads', 'recTwice000000001', '{}', 'twice'), "
+                "('demo', 'leads', 'recTwice000000001', '{}', 'twice'), "
+                "('demo', 'leads', 'recOnce0000000001', '{}', 'twice'), "
+                "('demo', 'leads', 'recOnce0000000001', '{}', 'another-run')"
+            )
+        )
+
+    finding = invariants.records_repeated_in_pull(repo, "twice")
+
+    assert not finding.passed and finding.count == 1
+    assert finding.examples == [{"record_id": "recTwice000000001", "times": 2}]
+
+
 # -- E: rules that no test noticed -------------------------------------------------------------
 
 
