@@ -27,6 +27,9 @@ def _sending_read() -> bool:
     return path.split("?", 1)[0].endswith("/listRecords")
 
 
+CONNECT_RETRIES = 3
+
+
 class AirtableRetry(Retry):
     """Retries that survive Airtable's 30-second block without ever duplicating a create.
 
@@ -37,6 +40,7 @@ class AirtableRetry(Retry):
       (GET, POST ``…/listRecords``) and idempotent writes (PATCH/PUT/DELETE) repeat it, never
       a POST create.
     - Never re-sends after a read error (``read=False``): the request may have been applied.
+    - A connection that cannot be made is retried three times only (see `build`).
     """
 
     def __init__(
@@ -64,7 +68,11 @@ class AirtableRetry(Retry):
     ) -> "AirtableRetry":
         return cls(
             total=max_retries,
-            connect=max_retries,
+            # A refused or failed connection is retried briefly (1 + 2 + 4 s): Airtable's block
+            # answers 429, it does not refuse connections, so one that keeps refusing is a wrong
+            # AIRTABLE_ENDPOINT_URL or a network down, said at once rather than after two minutes
+            # (the next run starts where this one stopped: nothing is lost).
+            connect=min(max_retries, CONNECT_RETRIES),
             read=False,
             status=max_retries,
             other=0,
