@@ -15,7 +15,6 @@ import dagster as dg
 
 from reconcile_pipeline.defs.assets import TableAssets, project_tables
 from reconcile_pipeline.defs.metadata import markdown_table
-from reconcile_pipeline.defs.partitions import reconcile_windows
 from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.engine import api_usage, invariants
 from reconcile_pipeline.engine.invariants import Finding
@@ -42,16 +41,51 @@ def _result(
     if op_context.has_partitions:
         window = op_context.partition_time_window
         metadata["window"] = f"{window.start:%Y-%m-%d %H:%M} → {window.end:%Y-%m-%d %H:%M} UTC"
+    record_for_each_window(context, finding.passed, severity, metadata, finding.summary)
     return dg.AssetCheckResult(
         passed=finding.passed, severity=severity, metadata=metadata, description=finding.summary
     )
+
+
+def record_for_each_window(
+    context: dg.AssetCheckExecutionContext,
+    passed: bool,
+    severity: dg.AssetCheckSeverity,
+    metadata: dict,
+    description: str,
+) -> None:
+    """In a range run (a backfill), Dagster plans each check once per window but records the
+    check's one result for the run alone: every window's check would stay planned, listed as
+    "Skipped" in the UI (a wall of them for a long backfill). The result holds for the whole
+    range, so it is recorded for each window too (`evaluated_for_range`); alerts go out once,
+    for the run's own result (sensors.py skips these copies)."""
+    op_context = context.op_execution_context
+    if not op_context.has_partition_key_range:
+        return
+    keys = op_context.partition_keys
+    if len(keys) < 2:
+        return
+    [spec] = context.check_specs
+    copied = {**metadata, "evaluated_for_range": f"{keys[0]} … {keys[-1]} ({len(keys)} windows)"}
+    for key in keys:
+        op_context.log_event(
+            dg.AssetCheckEvaluation(
+                asset_key=spec.asset_key,
+                check_name=spec.name,
+                passed=passed,
+                metadata=copied,
+                severity=severity,
+                description=description,
+                partition=key,
+            )
+        )
 
 
 def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
     """The checks of one synced table (the same names on each table's assets)."""
     mapping = table.mapping
 
-    @dg.asset_check(asset=table.airtable, partitions_def=reconcile_windows)
+    @dg.asset_check(asset=table.airtable)
     def no_record_twice_in_pull(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -62,7 +96,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         )
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
-    @dg.asset_check(asset=table.merged, blocking=True, partitions_def=reconcile_windows)
+    @dg.asset_check(asset=table.merged, blocking=True)
     def no_echo_marked_dirty(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -70,7 +104,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.echoes_marked_dirty(postgres.repository(mapping), context.run.run_id)
         return _result(context, finding, dg.AssetCheckSeverity.ERROR)
 
-    @dg.asset_check(asset=table.merged, blocking=True, partitions_def=reconcile_windows)
+    @dg.asset_check(asset=table.merged, blocking=True)
     def one_lead_per_airtable_record(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -78,7 +112,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.duplicate_leads(postgres.repository(mapping))
         return _result(context, finding, dg.AssetCheckSeverity.ERROR)
 
-    @dg.asset_check(asset=table.merged, partitions_def=reconcile_windows)
+    @dg.asset_check(asset=table.merged)
     def no_duplicate_contacts(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -86,7 +120,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.duplicate_contacts(postgres.repository(mapping))
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
-    @dg.asset_check(asset=table.merged, partitions_def=reconcile_windows)
+    @dg.asset_check(asset=table.merged)
     def no_new_quarantine(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -94,7 +128,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.quarantine_growth(postgres.repository(mapping), context.run.run_id)
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
-    @dg.asset_check(asset=table.merged, partitions_def=reconcile_windows)
+    @dg.asset_check(asset=table.merged)
     def pull_continuity(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -105,7 +139,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         )
         return _result(context, finding, dg.AssetCheckSeverity.ERROR)
 
-    @dg.asset_check(asset=table.pushed, partitions_def=reconcile_windows)
+    @dg.asset_check(asset=table.pushed)
     def no_portal_writes_to_airtable_fields(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -116,7 +150,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         )
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
-    @dg.asset_check(asset=table.pushed, partitions_def=reconcile_windows)
+    @dg.asset_check(asset=table.pushed)
     def no_repeated_push(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -124,7 +158,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.repeated_pushes(postgres.repository(mapping), context.run.run_id)
         return _result(context, finding, dg.AssetCheckSeverity.ERROR)
 
-    @dg.asset_check(asset=table.pushed, partitions_def=reconcile_windows)
+    @dg.asset_check(asset=table.pushed)
     def push_error_rate(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -134,7 +168,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         )
         return _result(context, finding, dg.AssetCheckSeverity.ERROR)
 
-    @dg.asset_check(asset=table.pushed, partitions_def=reconcile_windows)
+    @dg.asset_check(asset=table.pushed)
     def no_drift_in_window(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -142,7 +176,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.window_drift(postgres.repository(mapping), context.run.run_id)
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
-    @dg.asset_check(asset=table.pushed, partitions_def=reconcile_windows)
+    @dg.asset_check(asset=table.pushed)
     def reconcile_is_fresh(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -152,7 +186,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
 
     client = table.client
 
-    @dg.asset_check(asset=table.pushed, blocking=False, partitions_def=reconcile_windows)
+    @dg.asset_check(asset=table.pushed, blocking=False)
     def airtable_api_budget(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -164,20 +198,24 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
             client.workspace_members,
             client.config.api_calls_per_month,
         )
+        budget_metadata = {
+            "workspace": budget.workspace,
+            "clients": ", ".join(budget.clients),
+            "used_this_month": budget.used,
+            "plan_calls_per_month": budget.cap,
+            "projected_this_month": budget.projected,
+            "used_share": round(budget.used_share, 4),
+            "projected_share": round(budget.projected_share, 4),
+            "schedule_cadence_minutes": budget.cadence_minutes(),
+        }
+        record_for_each_window(
+            context, budget.passed, dg.AssetCheckSeverity.WARN, budget_metadata, budget.summary()
+        )
         return dg.AssetCheckResult(
             passed=budget.passed,
             severity=dg.AssetCheckSeverity.WARN,
             description=budget.summary(),
-            metadata={
-                "workspace": budget.workspace,
-                "clients": ", ".join(budget.clients),
-                "used_this_month": budget.used,
-                "plan_calls_per_month": budget.cap,
-                "projected_this_month": budget.projected,
-                "used_share": round(budget.used_share, 4),
-                "projected_share": round(budget.projected_share, 4),
-                "schedule_cadence_minutes": budget.cadence_minutes(),
-            },
+            metadata=budget_metadata,
         )
 
     # One budget check per client (its first table's push results): the budget is the

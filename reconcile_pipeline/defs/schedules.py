@@ -4,7 +4,8 @@ Ticks come every 15 minutes and windows are 20 minutes long, so the 15 minutes s
 tick always lie in at most two windows: the one containing the tick and the one containing
 tick - 15 min. Requesting both means every change is reconciled by the first tick after it; a
 window requested twice (while in progress, then once closed) is harmless because runs are
-idempotent. Both windows go in one range run: one Airtable listing per table per tick.
+idempotent. One run of the tick's own window does both: its pull starts at the high-water mark,
+where the previous run's ended (see `run_requests_for`).
 """
 
 from collections.abc import Mapping
@@ -81,11 +82,17 @@ def run_requests_for(
     tags: Mapping[str, str] | None = None,
     lookback: timedelta = TICK_INTERVAL,
 ) -> list[dg.RunRequest]:
-    """The run to reconcile at `tick`: ONE run over the tick's windows (a range run when they
-    are two), so an idle tick costs one listing per table, not one per window (the API budget:
-    README "The API budget").
+    """The run to reconcile at `tick`: ONE run of the window containing the tick, so an idle
+    tick costs one listing per table (the API budget: README "The API budget").
 
-    The run key names the tick as well as the windows: the same window is requested by
+    The run covers the time since `tick - lookback` all the same: a pull starts at the table's
+    high-water mark (minus the overlap) when that is earlier than its window, and the mark is
+    where the previous run's pull ended. Every window is some tick's own (ticks every 15
+    minutes, windows of 20), so every partition is materialized. A single window, not a range
+    of two: a range run's checks are evaluated for the range, and would be listed as skipped
+    on each window of it.
+
+    The run key names the tick as well as the window: the same window is requested by
     consecutive ticks, and a run key naming only the window would make Dagster skip the second
     request.
     """
@@ -94,20 +101,7 @@ def run_requests_for(
         return []
     tick_iso = tick.astimezone(UTC).isoformat(timespec="seconds")
     run_tags_ = dict(tags) if tags is not None else dict(reconcile_run_tags(base_id))
-    if len(keys) == 1:
-        return [
-            dg.RunRequest(run_key=f"{keys[0]}@{tick_iso}", partition_key=keys[0], tags=run_tags_)
-        ]
-    return [
-        dg.RunRequest(
-            run_key=f"{keys[0]}..{keys[-1]}@{tick_iso}",
-            tags={
-                **run_tags_,
-                "dagster/asset_partition_range_start": keys[0],
-                "dagster/asset_partition_range_end": keys[-1],
-            },
-        )
-    ]
+    return [dg.RunRequest(run_key=f"{keys[-1]}@{tick_iso}", partition_key=keys[-1], tags=run_tags_)]
 
 
 def budget_cadence(client: "ClientSpec", now: datetime) -> tuple[int, str | None]:

@@ -1,5 +1,6 @@
-"""The 15-minute schedule requests the windows containing the tick and tick - 15 min, as one
-run (a range run when they are two: one Airtable listing per table per tick).
+"""The 15-minute schedule requests one run per tick: the window containing the tick (its pull
+starts at the high-water mark, so it covers tick - 15 min too: one Airtable listing per table
+per tick), and every window is some tick's own.
 
 Evaluated through the real schedule definition (the demo client's), inside Definitions with a
 stand-in for the client's reconcile job on the real partitions, so Dagster itself resolves every
@@ -8,7 +9,7 @@ the window still in progress at the tick would be without `end_offset=1`.
 """
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -115,12 +116,23 @@ def test_each_tick_requests_the_windows_of_tick_and_tick_minus_15_min(
     requests = evaluate(tick, reloaded_schedule())
 
     keys = [f"2026-03-02-{window}" for window in windows]
-    [request] = requests  # one run per tick
-    assert windows_of(request) == keys
-    tick_iso = tick.isoformat()
-    # The run key names the windows and the tick.
-    assert request.run_key == f"{'..'.join(dict.fromkeys([keys[0], keys[-1]]))}@{tick_iso}"
+    assert windows_to_request(tick) == keys  # the time since the previous tick
+    [request] = requests  # one run per tick: the tick's own window (a single partition)
+    assert request.partition_key == keys[-1]
+    assert windows_of(request) == [keys[-1]]
+    # The run key names the window and the tick.
+    assert request.run_key == f"{keys[-1]}@{tick.isoformat()}"
     assert request.tags[BASE_TAG] == "appTestBase000042"
+
+
+def test_every_window_of_a_day_is_some_tick_s_own() -> None:
+    ticks = [utc(0, 0) + timedelta(minutes=15 * i) for i in range(24 * 4)]
+    requested = {r.partition_key for tick in ticks for r in evaluate(tick)}
+
+    day = reconcile_windows.get_partition_keys_in_range(
+        dg.PartitionKeyRange("2026-03-02-00:00", "2026-03-02-23:40")
+    )
+    assert requested == set(day)
 
 
 def test_consecutive_ticks_requesting_one_window_have_distinct_run_keys() -> None:
