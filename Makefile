@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/emulator_throughput.py
 	$(BIN)/python benchmarks/reconcile_throughput.py
 	$(BIN)/python benchmarks/many_clients.py
+	$(BIN)/python benchmarks/console_pages.py
 
 # Mutation testing of reconcile_pipeline/engine/ and defs/checks.py (mutmut; not part of test or
 # CI). Narrow it with MUTATE=reconcile_pipeline/engine/merge.py (files, folders or mutmut name

@@ -176,6 +176,15 @@ def test_a_72_window_range_is_one_run_with_one_airtable_query(emulator, resource
     assert list_requests == math.ceil(count / 100) + 1
     assert pulled["airtable_requests"] == math.ceil(count / 100)
     assert metadata(result, "postgres_leads")["range_totals"]["inserted"] == count
+    # Nothing the UI plots per partition: the range's totals drawn on all 72 windows would read
+    # as 72 times the work.
+    plotted = {
+        key
+        for e in result.get_asset_materialization_events()
+        for key, value in e.materialization.metadata.items()
+        if isinstance(value, dg.IntMetadataValue | dg.FloatMetadataValue)
+    }
+    assert plotted == set()
 
 
 def test_a_seeded_loop_fails_the_blocking_check_and_stops_the_push(
