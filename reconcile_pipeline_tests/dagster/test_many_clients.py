@@ -268,3 +268,27 @@ def test_one_client_s_quarantine_fails_its_own_check_only(deployment, emulator):
     assert rows(engine, "SELECT client FROM reconcile.quarantine WHERE released_at IS NULL") == [
         ("acme",)
     ]
+
+
+def test_one_client_s_full_reconcile_never_touches_another_s_leads(deployment, emulator):
+    from reconcile_pipeline.defs.naming import full_reconcile_job_name
+
+    defs, engine = deployment
+    instance = dg.DagsterInstance.ephemeral()
+    [acme_lead] = emulator.seed_records(BASES["acme"], "Leads", [lead(1)])
+    [globex_lead] = emulator.seed_records(BASES["globex"], "Leads", [lead(2)])
+    for key in BASES:
+        assert run_job(defs, reconcile_job_name(key), instance).success
+    # Both portal rows drift from Airtable on an Airtable-owned column, in a transaction tagged
+    # as the reconciler's (no capture): only a full reconcile repairs such drift.
+    with engine.begin() as conn:
+        conn.execute(text("SELECT set_config('reconcile.origin', 'reconciler', true)"))
+        conn.execute(text("UPDATE leads SET status = 'Drifted'"))
+
+    full = run_job(defs, full_reconcile_job_name("acme"), instance, partitioned=False)
+
+    assert full.success
+    statuses = dict(rows(engine, "SELECT airtable_record_id, status FROM leads"))
+    assert statuses[acme_lead] == "New"  # acme's drift repaired from acme's base
+    assert statuses[globex_lead] == "Drifted"  # globex's row untouched
+    assert rows(engine, "SELECT count(*) FROM leads WHERE NOT is_active") == [(0,)]
