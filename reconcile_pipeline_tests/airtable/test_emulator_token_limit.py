@@ -203,8 +203,8 @@ def test_several_tokens_may_share_an_owner_and_its_limit(
     limited: Emulator, session_a: requests.Session
 ) -> None:
     limited.configure_rate_limit(rate=100)
-    shared_a = "patSharedOwnerOne.0123456789abcdef0123456789abcdef"
-    shared_b = "patSharedOwnerTwo.0123456789abcdef0123456789abcdef"
+    shared_a = "fake-token-shared-owner-one"
+    shared_b = "fake-token-shared-owner-two"
     added = [
         EmulatorAdmin(limited.url).add_token(t, owner="usrShared") for t in (shared_a, shared_b)
     ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-SLACK_TOKEN = "xoxb-000000000-TEST-s3cr3tSlackT0ken"
+SLACK_TOKEN = "fake-slack-bot-token-s3cr3t"
 
 
 @dataclass

@@ -213,7 +213,7 @@ def test_a_refused_post_is_not_retried_and_logs_slacks_error_code_not_the_token(
 def test_a_bad_token_is_refused_by_slack_and_never_logged(
     slack_api: SlackApi, caplog_all: pytest.LogCaptureFixture
 ) -> None:
-    wrong = "xoxb-wrong-s3cr3t-T0ken"
+    wrong = "fake-slack-token-wrong-s3cr3t"
 
     assert send_slack_alert(client_for(slack_api, wrong), "#a", "T", ["l"], LOGGER) is False
     assert "invalid_auth" in caplog_all.text

@@ -17,7 +17,7 @@ from reconcile_pipeline_tests.dagster.cli import BASE, TABLE, reconcile_env, run
 
 pytestmark = pytest.mark.slow  # ~25 `reconcile` processes, a few seconds each
 
-BAD_TOKEN = "patWrongToken0123.abcdefabcdef0123456789"
+BAD_TOKEN = "fake-airtable-token-refused-0000"  # not a real token's shape
 DB_PASSWORD = "s3cretDbPassw0rd"
 FRAME = re.compile(r'File "[^"]+", line \d+')
 

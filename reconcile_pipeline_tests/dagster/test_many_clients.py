@@ -225,7 +225,7 @@ def test_a_client_with_a_bad_token_fails_alone_and_its_alert_names_it(
     emulator.seed_records(BASES["acme"], "Leads", [lead(1)])
     emulator.seed_records(BASES["globex"], "Leads", [lead(2)])
     bad = AirtableResource(
-        api_key="patNotAValidToken.0000",
+        api_key="fake-token-refused-by-airtable",
         base_id=BASES["globex"],
         endpoint_url=emulator.url,
         requests_per_second=0,
@@ -243,7 +243,7 @@ def test_a_client_with_a_bad_token_fails_alone_and_its_alert_names_it(
     text_ = "\n".join([alert.title, *alert.lines])
     assert "globex" in text_
     assert "acme" not in text_
-    assert "patNotAValidToken" not in text_
+    assert "fake-token-refused-by-airtable" not in text_
 
 
 def test_one_client_s_quarantine_fails_its_own_check_only(deployment, emulator):
