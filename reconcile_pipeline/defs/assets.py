@@ -43,12 +43,21 @@ from reconcile_pipeline.engine.validate import (
 OWNERS = ["team:revops-data"]
 
 
-def count_api_calls(context, postgres: PostgresResource, client: ClientSpec, requests: int) -> None:
-    """Add a step's Airtable requests to the client's API usage; never fails the step."""
+@contextlib.contextmanager
+def counting_requests(
+    context, postgres: PostgresResource, client: ClientSpec, table_client
+) -> Iterator[None]:
+    """Add the Airtable requests `table_client` sends during the block (failed or not) to the
+    client's API usage (reconcile.api_usage, the budget check's input); never fails the step."""
+    before = table_client.requests_sent
     try:
-        api_usage.record(postgres.engine, client.key, client.base_id, requests)
-    except Exception as exc:  # the count is for the budget check; the sync matters more
-        context.log.warning("Could not count %d Airtable requests: %s", requests, exc)
+        yield
+    finally:
+        requests = table_client.requests_sent - before
+        try:
+            api_usage.record(postgres.engine, client.key, client.base_id, requests)
+        except Exception as exc:  # the count is for the budget check; the sync matters more
+            context.log.warning("Could not count %d Airtable requests: %s", requests, exc)
 
 
 def run_context(context: dg.AssetExecutionContext, dry_run: bool = False) -> RunContext:
@@ -102,15 +111,9 @@ def build_table_assets(
     def resources(context: dg.AssetExecutionContext) -> tuple[AirtableResource, PostgresResource]:
         return getattr(context.resources, airtable_key), context.resources.postgres
 
-    @contextlib.contextmanager
-    def counted(context, airtable: AirtableResource, postgres: PostgresResource) -> Iterator[None]:
-        """Count the step's Airtable requests in the month's API budget (reconcile.api_usage)."""
-        table_client = airtable.table_client(mapping)
-        before = table_client.requests_sent
-        try:
-            yield
-        finally:
-            count_api_calls(context, postgres, client, table_client.requests_sent - before)
+    def counted(context, airtable: AirtableResource, postgres: PostgresResource):
+        """Count the step's Airtable requests in the month's API budget."""
+        return counting_requests(context, postgres, client, airtable.table_client(mapping))
 
     def resolved(airtable: AirtableResource, postgres: PostgresResource) -> TableMapping:
         """The mapping with this run's select options from Airtable's schema (cached for a

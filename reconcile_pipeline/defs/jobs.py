@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from reconcile_pipeline.defs.assets import TableAssets, client_tables, count_api_calls, lock_name
+from reconcile_pipeline.defs.assets import TableAssets, client_tables, counting_requests, lock_name
 from reconcile_pipeline.defs.config import ReconcileConfig
 from reconcile_pipeline.defs.metadata import markdown_table
 from reconcile_pipeline.defs.naming import (
@@ -81,19 +81,11 @@ def build_client_jobs(client: ClientSpec, tables: list[TableAssets]) -> ClientJo
         for table in tables:
             mapping = table.mapping
             table_client = airtable.table_client(mapping)
-            before = table_client.requests_sent
-            try:
+            with counting_requests(context, context.resources.postgres, client, table_client):
                 result = delete_sweep(
                     context.resources.postgres.repository(mapping),
                     table_client,
                     RunContext(run_id=context.run_id, dry_run=config.dry_run),
-                )
-            finally:
-                count_api_calls(
-                    context,
-                    context.resources.postgres,
-                    client,
-                    table_client.requests_sent - before,
                 )
             context.log.info("Delete sweep of %s/%s: %s", client.key, mapping.name, result.counts())
             metadata.update({f"{mapping.name}/{k}": v for k, v in result.counts().items()})
@@ -113,8 +105,7 @@ def build_client_jobs(client: ClientSpec, tables: list[TableAssets]) -> ClientJo
         for table in tables:
             mapping = table.mapping
             table_client = airtable.table_client(mapping)
-            before = table_client.requests_sent
-            try:
+            with counting_requests(context, context.resources.postgres, client, table_client):
                 repo = context.resources.postgres.repository(
                     resolve_mapping(mapping, table_client.table_schema())
                 )
@@ -123,13 +114,6 @@ def build_client_jobs(client: ClientSpec, tables: list[TableAssets]) -> ClientJo
                     table_client,
                     RunContext(run_id=context.run_id, dry_run=config.dry_run),
                     lock_name=lock_name(client.base_id, mapping),
-                )
-            finally:
-                count_api_calls(
-                    context,
-                    context.resources.postgres,
-                    client,
-                    table_client.requests_sent - before,
                 )
             drift = result.drift
             context.log.info(

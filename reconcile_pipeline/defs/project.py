@@ -83,16 +83,6 @@ def client_of_base(base_id: str) -> ClientSpec | None:
     return next((spec for spec in clients() if spec.base_id == base_id), None)
 
 
-def client() -> tuple[str, ClientConfig]:
-    """The project's only client (callers that take no --client; raises with several)."""
-    return project().client()
-
-
 def base_id() -> str:
-    """The only client's base (see `client`)."""
-    return client()[1].base_id
-
-
-def mappings() -> list[TableMapping]:
-    """Every table of every client."""
-    return project().all_mappings()
+    """The base of the project file's only client (raises naming --client with several)."""
+    return project().client()[1].base_id

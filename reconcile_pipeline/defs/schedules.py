@@ -13,19 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-# Names and tags live in naming.py; re-exported here for the callers that predate it.
-from reconcile_pipeline.defs.naming import (  # noqa: E402
-    BASE_TAG,
-    CLIENT_TAG,
-    TOKEN_TAG,
-    base_pool,
-    reconcile_schedule_name,
-    run_tags,
-)
+from reconcile_pipeline.defs.naming import reconcile_schedule_name
 from reconcile_pipeline.defs.partitions import PARTITIONS_START, partition_key_for, window_for
 from reconcile_pipeline.defs.project import ClientSpec
-
-__all__ = ["BASE_TAG", "CLIENT_TAG", "TOKEN_TAG", "base_pool", "run_tags"]
 
 # Must match the cron below: the look-back that guarantees no gap between two ticks.
 TICK_INTERVAL = timedelta(minutes=15)
@@ -46,28 +36,15 @@ def project_base_ids() -> set[str]:
     return {spec.base_id for spec in clients()}
 
 
-def reconcile_run_tags(base_id: str) -> Mapping[str, str]:
-    """The tags of a run of the client whose base is `base_id`."""
-    from reconcile_pipeline.defs.project import client_of_base
-
-    spec = client_of_base(base_id)
-    if spec is None:
-        return {BASE_TAG: base_id}
-    return run_tags(spec.key, spec.base_id, spec.token_env)
-
-
 def windows_to_request(
-    tick: datetime,
-    *,
-    first_window_start: datetime = PARTITIONS_START,
-    lookback: timedelta = TICK_INTERVAL,
+    tick: datetime, *, first_window_start: datetime = PARTITIONS_START
 ) -> list[str]:
-    """Partition keys a tick at `tick` requests (the windows holding `tick - lookback` …
-    `tick`), oldest first, without duplicates.
+    """The windows the time since the previous tick lies in (those holding `tick - 15 min` …
+    `tick`), oldest first, without duplicates; the tick's run is the last one's.
 
     Windows starting before `first_window_start` do not exist as partitions and are left out.
     """
-    first = max(window_for(tick - lookback)[0], window_for(first_window_start)[0])
+    first = max(window_for(tick - TICK_INTERVAL)[0], window_for(first_window_start)[0])
     keys: list[str] = []
     start = first
     while start <= window_for(tick)[0]:
@@ -76,16 +53,12 @@ def windows_to_request(
     return keys
 
 
-def run_requests_for(
-    tick: datetime,
-    base_id: str,
-    tags: Mapping[str, str] | None = None,
-    lookback: timedelta = TICK_INTERVAL,
-) -> list[dg.RunRequest]:
+def run_requests_for(tick: datetime, tags: Mapping[str, str]) -> list[dg.RunRequest]:
     """The run to reconcile at `tick`: ONE run of the window containing the tick, so an idle
     tick costs one listing per table (the API budget: README "The API budget").
 
-    The run covers the time since `tick - lookback` all the same: a pull starts at the table's
+    The run covers the time since the previous run all the same (15 minutes, or 30 or 60 when
+    the API budget slows the schedule down): a pull starts at the table's
     high-water mark (minus the overlap) when that is earlier than its window, and the mark is
     where the previous run's pull ended. Every window is some tick's own (ticks every 15
     minutes, windows of 20), so every partition is materialized. A single window, not a range
@@ -96,12 +69,13 @@ def run_requests_for(
     consecutive ticks, and a run key naming only the window would make Dagster skip the second
     request.
     """
-    keys = windows_to_request(tick, lookback=lookback)
+    keys = windows_to_request(tick)
     if not keys:
         return []
     tick_iso = tick.astimezone(UTC).isoformat(timespec="seconds")
-    run_tags_ = dict(tags) if tags is not None else dict(reconcile_run_tags(base_id))
-    return [dg.RunRequest(run_key=f"{keys[-1]}@{tick_iso}", partition_key=keys[-1], tags=run_tags_)]
+    return [
+        dg.RunRequest(run_key=f"{keys[-1]}@{tick_iso}", partition_key=keys[-1], tags=dict(tags))
+    ]
 
 
 def budget_cadence(client: "ClientSpec", now: datetime) -> tuple[int, str | None]:
@@ -169,6 +143,6 @@ def build_reconcile_schedule(
         minute = tick.astimezone(UTC).hour * 60 + tick.astimezone(UTC).minute
         if cadence > base and (minute - minute % base) % cadence:
             return dg.SkipReason(f"API budget: reconciling every {cadence} minutes ({summary})")
-        return run_requests_for(tick, tags[BASE_TAG], tags, lookback=timedelta(minutes=cadence))
+        return run_requests_for(tick, tags)
 
     return reconcile_schedule

@@ -41,8 +41,9 @@ from dagster_shared.error import SerializableErrorInfo
 
 from reconcile_pipeline.alerting import AlertLogger
 from reconcile_pipeline.defs.alert_resource import AlertWebhookResource
+from reconcile_pipeline.defs.naming import BASE_TAG
 from reconcile_pipeline.defs.partitions import PARTITION_KEY_FORMAT, WINDOW
-from reconcile_pipeline.defs.schedules import BASE_TAG, project_base_ids
+from reconcile_pipeline.defs.schedules import project_base_ids
 from reconcile_pipeline.instance import Worker, worker_is_gone
 
 ALERT_RESOURCE_KEY = "alert_webhook"
@@ -118,15 +119,12 @@ def table_of(asset_key: dg.AssetKey) -> str | None:
 def _client_of_base(base_id: str) -> str | None:
     """The project file's client whose Airtable base is `base_id`, when the file says."""
     try:
-        from reconcile_pipeline.defs.project import project
+        from reconcile_pipeline.defs.project import client_of_base
 
-        clients = project().config.clients
+        spec = client_of_base(base_id)
     except Exception:  # the alert goes out without the client rather than not at all
         return None
-    for key, client in clients.items():
-        if getattr(client, "base_id", None) == base_id:
-            return key
-    return None
+    return spec.key if spec is not None else None
 
 
 def client_of(tags: Mapping[str, str], asset_keys: Iterable[dg.AssetKey] = ()) -> str | None:

@@ -22,7 +22,7 @@ from reconcile_pipeline.console import create_app, running_console
 from reconcile_pipeline.defs.location import build_definitions
 from reconcile_pipeline.defs.naming import airtable_resource_key, reconcile_job_name
 from reconcile_pipeline.defs.partitions import partition_key_for
-from reconcile_pipeline.defs.project import ClientSpec
+from reconcile_pipeline.defs.project import specs_of
 from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.emulator.server import run_emulator
 from reconcile_pipeline.instance import PROJECT_ROOT
@@ -57,9 +57,7 @@ def deployment(emulator, engine, database_url, project):
     from the file as `reconcile db upgrade` does."""
     report = install_capture(engine, project_mappings(project))
     assert report.ok, report.lines()
-    specs = [
-        ClientSpec(k, c, tuple(project.mappings(k))) for k, c in project.config.clients.items()
-    ]
+    specs = specs_of(project)
     resources = {
         airtable_resource_key(spec.key): AirtableResource(
             api_key=emulator.token,

@@ -27,7 +27,7 @@ from reconcile_pipeline.defs.naming import (
     reconcile_job_name,
 )
 from reconcile_pipeline.defs.partitions import partition_key_for
-from reconcile_pipeline.defs.project import ClientSpec
+from reconcile_pipeline.defs.project import specs_of
 from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.defs.sensors import failed_run_alert
 from reconcile_pipeline.emulator.server import run_emulator
@@ -75,9 +75,7 @@ def deployment(project_file, emulator, database_url):
     engine = create_engine(database_url)
     report = install_capture(engine, project_mappings(project))
     assert report.ok, report.lines()
-    specs = [
-        ClientSpec(k, c, tuple(project.mappings(k))) for k, c in project.config.clients.items()
-    ]
+    specs = specs_of(project)
     resources = {
         f"airtable_{spec.key}": AirtableResource(
             api_key=emulator.token,

@@ -260,7 +260,8 @@ def test_sweep_and_full_reconcile_jobs_run_tagged_with_the_base_and_repair_drift
     per-base queue limit keys on; the sweep soft-deletes a vanished record and the full
     reconcile reports and repairs a value changed behind the reconciler's back."""
     from reconcile_pipeline.defs.jobs import client_jobs
-    from reconcile_pipeline.defs.schedules import BASE_TAG, base_id_from_env
+    from reconcile_pipeline.defs.naming import BASE_TAG
+    from reconcile_pipeline.defs.schedules import base_id_from_env
 
     delete_sweep_job = client_jobs[CLIENT].delete_sweep
     full_reconcile_job = client_jobs[CLIENT].full_reconcile

@@ -36,13 +36,14 @@ from reconcile_pipeline.defs.checks import reconcile_checks
 from reconcile_pipeline.defs.jobs import client_jobs
 from reconcile_pipeline.defs.location import build_definitions
 from reconcile_pipeline.defs.naming import (
+    BASE_TAG,
     delete_sweep_job_name,
     full_reconcile_job_name,
     reconcile_job_name,
 )
 from reconcile_pipeline.defs.partitions import reconcile_windows
 from reconcile_pipeline.defs.project import clients
-from reconcile_pipeline.defs.schedules import BASE_TAG, base_id_from_env
+from reconcile_pipeline.defs.schedules import base_id_from_env
 from reconcile_pipeline.defs.sensors import (
     ALERT_RESOURCE_KEY,
     CLIENT_TAG,

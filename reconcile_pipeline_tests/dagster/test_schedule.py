@@ -18,9 +18,9 @@ from reconcile_pipeline.config.load import CONFIG_ENV, DEMO_FILE
 from reconcile_pipeline.defs import project
 from reconcile_pipeline.defs.assets import build_client_assets
 from reconcile_pipeline.defs.jobs import build_client_jobs, client_jobs
-from reconcile_pipeline.defs.naming import reconcile_job_name, reconcile_schedule_name
+from reconcile_pipeline.defs.naming import BASE_TAG, reconcile_job_name, reconcile_schedule_name
 from reconcile_pipeline.defs.partitions import reconcile_windows
-from reconcile_pipeline.defs.schedules import BASE_TAG, windows_to_request
+from reconcile_pipeline.defs.schedules import windows_to_request
 
 DEMO_CLIENT, DEMO_BASE = "demo", "appDemoLeads00001"
 # The code location's schedule of the demo client (the project file read at import).

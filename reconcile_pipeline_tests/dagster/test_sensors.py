@@ -18,8 +18,9 @@ from reconcile_pipeline.defs.alert_resource import (
     AlertWebhookResource,
     alert_webhook_resource,
 )
+from reconcile_pipeline.defs.naming import BASE_TAG
 from reconcile_pipeline.defs.partitions import reconcile_windows
-from reconcile_pipeline.defs.schedules import BASE_TAG, base_id_from_env
+from reconcile_pipeline.defs.schedules import base_id_from_env
 from reconcile_pipeline.defs.sensors import (
     ALERT_RESOURCE_KEY,
     check_evaluations_after,

@@ -21,7 +21,7 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 from reconcile_pipeline.config.load import DEMO_FILE, load
 from reconcile_pipeline.defs.location import build_definitions
 from reconcile_pipeline.defs.naming import TOKEN_TAG, delete_sweep_job_name
-from reconcile_pipeline.defs.project import ClientSpec
+from reconcile_pipeline.defs.project import specs_of
 
 # More runs than the token's limit, on more bases than the limit, under a run cap high enough that
 # the token's limit is what holds them back.
@@ -66,9 +66,7 @@ def instance(project_dagster_database, tmp_path, monkeypatch) -> dg.DagsterInsta
 
 def sweep_jobs(path: Path) -> dict[str, dg.JobDefinition]:
     project = load(path)
-    specs = [
-        ClientSpec(k, c, tuple(project.mappings(k))) for k, c in project.config.clients.items()
-    ]
+    specs = specs_of(project)
     defs = build_definitions(specs)
     return {spec.key: defs.resolve_job_def(delete_sweep_job_name(spec.key)) for spec in specs}
 
