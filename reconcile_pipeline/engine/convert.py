@@ -10,6 +10,7 @@ json → list/dict or None. Two values are equal exactly when their canonical fo
 import datetime as dt
 import json
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -271,12 +272,34 @@ def portal_value_problem(field: FieldSpec, canonical: Any) -> str | None:
     return None
 
 
+class ConversionCount:
+    """How many records `record_values` converted in this process (thread-safe): a run's
+    conversions per pulled record are the difference across the run ÷ the records pulled."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self._value += 1
+
+    @property
+    def value(self) -> int:
+        with self._lock:
+            return self._value
+
+
+conversions = ConversionCount()
+
+
 def record_values(mapping: TableMapping, fields: Any) -> tuple[dict[str, Any], list[FieldProblem]]:
     """An Airtable record's `fields` → canonical values by column for every field that maps,
     and one problem per field that does not (field-level quarantine, DESIGN §3.5).
 
     Never raises: a `fields` that is not an object is one whole-record problem.
     """
+    conversions.add()
     if not isinstance(fields, Mapping):
         return {}, [FieldProblem(RECORD, f"fields is not an object: {_short(fields)}", fields)]
     values: dict[str, Any] = {}
@@ -307,3 +330,38 @@ def parse_airtable_time(raw: Any) -> dt.datetime | None:
     except (ValueError, OverflowError):
         return None
     return parsed if EARLIEST_DATETIME <= parsed <= LATEST_DATETIME else None
+
+
+def modified_time(mapping: TableMapping, record: Any) -> dt.datetime | None:
+    """The record's last-modified time from the mapping's lastModifiedTime field (None when
+    the mapping has none, or the record holds no readable time)."""
+    fields = record.get("fields") if isinstance(record, dict) else None
+    if not mapping.modified_time_field or not isinstance(fields, dict):
+        return None
+    return parse_airtable_time(fields.get(mapping.modified_time_field))
+
+
+@dataclass(frozen=True, slots=True)
+class PulledRecord:
+    """A pulled Airtable record converted once, at the boundary: what the merge, the preview
+    frame and the drift check read instead of converting the raw record (or re-reading the
+    snapshot) again. `values` are canonical by column, fields that map only; `problems` the
+    fields held in quarantine."""
+
+    record_id: str
+    values: dict[str, Any]
+    problems: tuple[FieldProblem, ...]
+    modified: dt.datetime | None
+    created: dt.datetime | None
+
+
+def pulled_record(mapping: TableMapping, record: dict) -> PulledRecord:
+    """Convert one pulled record (it carries an id; see `pull.readable`)."""
+    values, problems = record_values(mapping, record.get("fields"))
+    return PulledRecord(
+        record_id=record["id"],
+        values=values,
+        problems=tuple(problems),
+        modified=modified_time(mapping, record),
+        created=parse_airtable_time(record.get("createdTime")),
+    )

@@ -1,8 +1,10 @@
 """Airtable records as a pandas DataFrame typed by the field mapping (for previews and users)."""
 
+from collections.abc import Sequence
+
 import pandas as pd
 
-from reconcile_pipeline.engine.convert import parse_airtable_time, record_values
+from reconcile_pipeline.engine.convert import PulledRecord, pulled_record
 from reconcile_pipeline.engine.mapping import FieldKind, TableMapping
 
 PANDAS_DTYPES: dict[FieldKind, str] = {
@@ -20,21 +22,22 @@ PANDAS_DTYPES: dict[FieldKind, str] = {
 
 
 def records_frame(mapping: TableMapping, records: list[dict]) -> pd.DataFrame:
-    """One row per record: id, times, every mapped column (invalid values left empty)."""
-    rows = []
-    for record in records:
-        values, _problems = record_values(mapping, record.get("fields", {}))
-        modified = None
-        if mapping.modified_time_field:
-            modified = parse_airtable_time(record["fields"].get(mapping.modified_time_field))
-        rows.append(
-            {
-                "record_id": record["id"],
-                "airtable_created_at": parse_airtable_time(record.get("createdTime")),
-                "airtable_modified_at": modified,
-                **values,
-            }
-        )
+    """One row per raw Airtable record (each converted here): see `pulled_frame`."""
+    return pulled_frame(mapping, [pulled_record(mapping, record) for record in records])
+
+
+def pulled_frame(mapping: TableMapping, records: Sequence[PulledRecord]) -> pd.DataFrame:
+    """One row per record already converted: id, times, every mapped column (invalid values
+    left empty)."""
+    rows = [
+        {
+            "record_id": record.record_id,
+            "airtable_created_at": record.created,
+            "airtable_modified_at": record.modified,
+            **record.values,
+        }
+        for record in records
+    ]
     columns = ["record_id", "airtable_created_at", "airtable_modified_at"] + [
         f.column for f in mapping.fields
     ]

@@ -5,12 +5,14 @@ record ids for a person to act on.
 """
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
 
-from reconcile_pipeline.engine.pull import pulled_values
+from reconcile_pipeline.engine.convert import PulledRecord
+from reconcile_pipeline.engine.pull import snapshot_pulled
 from reconcile_pipeline.engine.repository import Repository
 
 EXAMPLES = 10
@@ -238,14 +240,22 @@ def quarantine_growth(repo: Repository, run_id: str) -> Finding:
     )
 
 
-def window_drift(repo: Repository, run_id: str) -> Finding:
+def window_drift(
+    repo: Repository, run_id: str, pulled: Sequence[PulledRecord] | None = None
+) -> Finding:
     """After the run: fields of the window's records where PostgreSQL differs from what Airtable
     holds now, as far as this run knows it: the pulled value, or the value this run pushed.
 
     Left out: portal edits still waiting to be pushed, fields held in quarantine, and records
     whose newer Airtable version was applied after this snapshot.
+
+    `pulled`: the run's records as its pull converted them (`PullResult.records`); without
+    them they are read back from the run's snapshot and converted again.
     """
-    airtable = pulled_values(repo, run_id)
+    if pulled is None:
+        pulled = snapshot_pulled(repo, run_id)
+    airtable = {record.record_id: record.values for record in pulled}
+    snapshot_times = {record.record_id: record.modified for record in pulled}
     with repo.engine.connect() as conn:
         leads = repo.lock_leads(conn, list(airtable), lock=False)
         states = repo.lock_states(conn, list(airtable), lock=False)
@@ -259,17 +269,6 @@ def window_drift(repo: Repository, run_id: str) -> Finding:
             {"c": repo.mapping.client, "t": repo.mapping.name, "run": run_id},
         ).all()
         held = repo.held_fields(conn, "pull")
-        snapshot_times = dict(
-            conn.execute(
-                text(
-                    "SELECT airtable_record_id, max(modified_time) FROM "
-                    "reconcile.airtable_snapshots WHERE client = :c AND "
-                    "table_key = :t AND run_id = :run "
-                    "GROUP BY 1"
-                ),
-                {"c": repo.mapping.client, "t": repo.mapping.name, "run": run_id},
-            ).all()
-        )
     for rid, sent in pushed:
         if rid in airtable:
             airtable[rid] = {**airtable[rid], **sent}

@@ -15,10 +15,12 @@ from reconcile_pipeline.engine.convert import (
     RECORD,
     FieldProblem,
     InvalidValue,
+    PulledRecord,
     from_airtable,
+    modified_time,
     parse_airtable_time,
     portal_value_problem,
-    record_values,
+    pulled_record,
     storable_raw,
 )
 from reconcile_pipeline.engine.merge import MISSING, Action, merge_field
@@ -53,6 +55,9 @@ class PullResult:
     dry_run: bool = False
     transaction_ids: list[str] = field(default_factory=list, repr=False)
     high_water_mark: dt.datetime | None = None
+    # The records merged, converted once (one per id: the copy that won `dedupe`), for the
+    # preview frame and the drift check; set by whoever merged them (`absorb` leaves it).
+    records: list[PulledRecord] = field(default_factory=list, repr=False)
     changes: list[dict] = field(default_factory=list, repr=False)
     conflict_rows: list[dict] = field(default_factory=list, repr=False)
     quarantine_rows: list[dict] = field(default_factory=list, repr=False)
@@ -76,20 +81,13 @@ class PullResult:
         }
 
     def absorb(self, other: "PullResult") -> None:
+        """Add `other`'s counts, transactions and previews."""
         for name, value in other.counts().items():
             setattr(self, name, getattr(self, name) + value)
         self.transaction_ids.extend(other.transaction_ids)
         for attr in ("changes", "conflict_rows", "quarantine_rows"):
             room = PREVIEW_LIMIT - len(getattr(self, attr))
             getattr(self, attr).extend(getattr(other, attr)[: max(room, 0)])
-
-
-def modified_time(repo: Repository, record: dict) -> dt.datetime | None:
-    field_name = repo.mapping.modified_time_field
-    fields = record.get("fields")
-    if not field_name or not isinstance(fields, dict):
-        return None
-    return parse_airtable_time(fields.get(field_name))
 
 
 def readable(records: Iterable[Any]) -> tuple[list[dict], int]:
@@ -108,6 +106,12 @@ def readable(records: Iterable[Any]) -> tuple[list[dict], int]:
     return kept, unreadable
 
 
+def replaces(later: dt.datetime | None, earlier: dt.datetime | None) -> bool:
+    """Whether a record's copy listed later in one pull replaces the copy listed earlier: yes,
+    unless both carry a modified time and the later one's is older."""
+    return later is None or earlier is None or later >= earlier
+
+
 def dedupe(repo: Repository, records: Iterable[dict]) -> tuple[list[dict], int]:
     """One record per id (the most recently modified); returns the records and the repeats."""
     by_id: dict[str, dict] = {}
@@ -116,11 +120,24 @@ def dedupe(repo: Repository, records: Iterable[dict]) -> tuple[list[dict], int]:
         previous = by_id.get(record["id"])
         if previous is not None:
             repeats += 1
-            newer, older = modified_time(repo, record), modified_time(repo, previous)
-            if newer is not None and older is not None and newer < older:
+            later = modified_time(repo.mapping, record)
+            if not replaces(later, modified_time(repo.mapping, previous)):
                 continue
         by_id[record["id"]] = record
     return list(by_id.values()), repeats
+
+
+def snapshot_pulled(
+    repo: Repository, run_id: str, record_ids: Sequence[str] | None = None
+) -> list[PulledRecord]:
+    """The records run `run_id` pulled (only `record_ids`' when given), read back from its
+    snapshot, one per id as the merge took them, converted: for a check run apart from the
+    pull. A run that still holds its `PullResult.records` needs neither the read nor the
+    conversion."""
+    with repo.engine.connect() as conn:
+        records = repo.snapshot_records(conn, run_id, record_ids)
+    unique, _ = dedupe(repo, readable(records)[0])
+    return [pulled_record(repo.mapping, record) for record in unique]
 
 
 def pulled_values(
@@ -129,10 +146,7 @@ def pulled_values(
     """Airtable's canonical values of the records run `run_id` pulled (only `record_ids`' when
     given), every mapped column that maps (fields held in quarantine are left out): the drift
     check's reference."""
-    with repo.engine.connect() as conn:
-        records = repo.snapshot_records(conn, run_id, record_ids)
-    unique, _ = dedupe(repo, readable(records)[0])
-    return {record["id"]: record_values(repo.mapping, record.get("fields"))[0] for record in unique}
+    return {r.record_id: r.values for r in snapshot_pulled(repo, run_id, record_ids)}
 
 
 def _stamp_times(repo: Repository, records: Sequence[dict]) -> None:
@@ -140,7 +154,7 @@ def _stamp_times(repo: Repository, records: Sequence[dict]) -> None:
     for record in records:
         if not isinstance(record, dict):
             continue
-        modified = modified_time(repo, record)
+        modified = modified_time(repo.mapping, record)
         created = parse_airtable_time(record.get("createdTime"))
         record["_modified_time"] = modified.isoformat() if modified else None
         record["_created_time"] = created.isoformat() if created else None
@@ -169,19 +183,57 @@ def apply_records(
     records = list(records)
     if store_snapshots:
         store_snapshot(repo, records, run)
-    unique, repeats = dedupe(repo, readable(records)[0])
-    total = PullResult(dry_run=run.dry_run, duplicates_in_pull=repeats)
-    for start in range(0, len(unique), batch_size):
-        batch = unique[start : start + batch_size]
-        total.absorb(
-            retry_on_contention(
-                lambda batch=batch: _apply_batch(repo, batch, run),
-                what=f"Stage 1 batch of {len(batch)} records",
+    merge = StreamedMerge(repo, run, batch_size=batch_size)
+    merge.add(records)
+    return merge.finish()
+
+
+class StreamedMerge:
+    """Stage 1 over a pull that arrives in parts (pages as the listing returns them): each part
+    is converted once and merged as it comes, one transaction per `batch_size` records.
+
+    Within a part, `dedupe` keeps one copy per id. A record listed again in a later part (the
+    listing shifted) follows the same rule across parts: an older copy is skipped, any other is
+    merged again over the copy already merged (so the later copy wins, as with `dedupe`); both
+    count as repeats. The merge is idempotent, so a part merged by a pull that then failed is
+    merged again harmlessly by the next run.
+    """
+
+    def __init__(self, repo: Repository, run: RunContext, *, batch_size: int = BATCH_SIZE):
+        self.repo, self.run, self.batch_size = repo, run, batch_size
+        self.result = PullResult(dry_run=run.dry_run)
+        self._merged: dict[str, PulledRecord] = {}
+
+    def add(self, records: Sequence[Any]) -> None:
+        """Convert and merge one part of the pull (records without an id are left out)."""
+        unique, repeats = dedupe(self.repo, readable(records)[0])
+        fresh: list[PulledRecord] = []
+        for record in unique:
+            earlier = self._merged.get(record["id"])
+            if earlier is not None:
+                repeats += 1
+                if not replaces(modified_time(self.repo.mapping, record), earlier.modified):
+                    continue
+            fresh.append(pulled_record(self.repo.mapping, record))
+            self._merged[record["id"]] = fresh[-1]
+        self.result.duplicates_in_pull += repeats
+        for start in range(0, len(fresh), self.batch_size):
+            batch = fresh[start : start + self.batch_size]
+            self.result.absorb(
+                retry_on_contention(
+                    lambda batch=batch: _apply_batch(self.repo, batch, self.run),
+                    what=f"Stage 1 batch of {len(batch)} records",
+                )
             )
-        )
-        if len(unique) > batch_size:
-            logger.info("Stage 1: merged %d/%d records", start + len(batch), len(unique))
-    return total
+            if len(fresh) > self.batch_size:
+                logger.info("Stage 1: merged %d/%d records", start + len(batch), len(fresh))
+
+    def finish(self) -> PullResult:
+        """The whole pull's result: `pulled` counts each record once, `records` holds the
+        copies merged last."""
+        self.result.records = list(self._merged.values())
+        self.result.pulled = len(self.result.records)
+        return self.result
 
 
 def _quarantine_row(record_id: str, problem: FieldProblem) -> dict:
@@ -193,19 +245,20 @@ def _quarantine_row(record_id: str, problem: FieldProblem) -> dict:
     }
 
 
-def _apply_batch(repo: Repository, records: list[dict], run: RunContext) -> PullResult:
+def _apply_batch(repo: Repository, records: list[PulledRecord], run: RunContext) -> PullResult:
     mapping = repo.mapping
     result = PullResult(pulled=len(records), dry_run=run.dry_run)
-    converted: dict[str, tuple[dict, dict]] = {}
+    # Copies of the values: a held link is dropped from them for this merge only.
+    converted: dict[str, tuple[dict, PulledRecord]] = {}
     quarantine_rows: list[dict] = []
     valid_fields: list[tuple[str, str]] = []
     for record in records:
-        values, problems = record_values(mapping, record.get("fields"))
-        converted[record["id"]] = (values, record)
-        quarantine_rows.extend(_quarantine_row(record["id"], p) for p in problems)
-        valid_fields.extend((record["id"], column) for column in values)
-        if not any(p.column == RECORD for p in problems):
-            valid_fields.append((record["id"], RECORD))
+        rid = record.record_id
+        converted[rid] = (dict(record.values), record)
+        quarantine_rows.extend(_quarantine_row(rid, p) for p in record.problems)
+        valid_fields.extend((rid, column) for column in record.values)
+        if not any(p.column == RECORD for p in record.problems):
+            valid_fields.append((rid, RECORD))
     applied: set[str] = set()  # records not skipped as stale: only they hold or release
     push_released: list[tuple[str, str]] = []
 
@@ -229,7 +282,7 @@ def _apply_batch(repo: Repository, records: list[dict], run: RunContext) -> Pull
         states = repo.lock_states(conn, ids)
         for record_id, (values, record) in converted.items():
             state = states.get(record_id)
-            modified = modified_time(repo, record)
+            modified = record.modified
             if (
                 state is not None
                 and state.airtable_modified_at is not None
@@ -240,7 +293,7 @@ def _apply_batch(repo: Repository, records: list[dict], run: RunContext) -> Pull
                 continue
             applied.add(record_id)
             current = leads.get(record_id)
-            created = parse_airtable_time(record.get("createdTime"))
+            created = record.created
             if current is None:
                 insert_rows.append({mapping.key_column: record_id, **values})
                 history.append(

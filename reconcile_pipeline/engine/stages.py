@@ -7,13 +7,19 @@ knows about Dagster; the assets are thin adapters over these functions.
 
 import datetime as dt
 import logging
+import queue
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from reconcile_pipeline.engine.airtable_port import AirtablePort
 from reconcile_pipeline.engine.context import RunContext
+from reconcile_pipeline.engine.mapping import TableMapping
 from reconcile_pipeline.engine.pull import (
     PullResult,
+    StreamedMerge,
     apply_records,
     dedupe,
     readable,
@@ -25,6 +31,16 @@ from reconcile_pipeline.engine.repository import Repository
 from reconcile_pipeline.engine.retry import without_contents
 
 logger = logging.getLogger(__name__)
+
+# The streamed pull merges whatever pages have arrived, at most this many at a time: at 5
+# requests/s the merge of a page usually ends before the next page arrives, so after the last
+# page only its own merge and the commit remain.
+STREAM_BATCH_PAGES = 5
+
+# Given a part of the pull's raw records before they are converted: the mapping to convert it
+# and the rest of the pull with when the part holds what the cached schema does not know (a new
+# field or select option, the schema re-read), or None to keep the current one.
+SchemaCheck = Callable[[list[dict]], TableMapping | None]
 
 
 @dataclass
@@ -61,6 +77,82 @@ def pull_range(
     return min(run.window_start, mark) - overlap, run.window_end
 
 
+@dataclass
+class _Listing:
+    """One run's Airtable listing: its range, the pages the client returns, and its figures."""
+
+    repo: Repository
+    airtable: AirtablePort
+    run: RunContext
+    pull_start: dt.datetime | None
+    pull_end: dt.datetime
+    # A record edited after the listing began may or may not be in it: the pull covers time up
+    # to the listing's start (or the window's end, if earlier), never beyond.
+    covered_until: dt.datetime
+    requests_before: int
+    repeats_before: int
+    started: float
+    started_at: dt.datetime
+    records: list[dict] = field(default_factory=list)
+    pages: int = 0
+
+    @classmethod
+    def start(
+        cls, repo: Repository, airtable: AirtablePort, run: RunContext, overlap: dt.timedelta
+    ) -> "_Listing":
+        started, started_at = time.monotonic(), _now()
+        pull_start, pull_end = pull_range(repo, run, overlap)
+        return cls(
+            repo,
+            airtable,
+            run,
+            pull_start,
+            pull_end,
+            covered_until=min(pull_end, _now()),
+            requests_before=airtable.requests_sent,
+            repeats_before=len(airtable.repeated_ids),
+            started=started,
+            started_at=started_at,
+        )
+
+    def pages_iter(self) -> Iterator[list[dict]]:
+        """The filtered query (one whatever the window's width), or every record without a
+        high-water mark."""
+        fields = self.repo.mapping.airtable_field_names
+        if self.pull_start is None:
+            logger.info("No high-water mark yet for %s: full pull", self.repo.mapping.name)
+            return self.airtable.iter_all(fields=fields)
+        return self.airtable.iter_modified(self.pull_start, self.pull_end, fields=fields)
+
+    def took(self, page: list[dict]) -> None:
+        self.records.extend(page)
+        self.pages += 1
+        if self.pages % 20 == 0:
+            logger.info("Pulled %d records (%d pages) so far", len(self.records), self.pages)
+
+    def finish(self, repeats_kept: int) -> FetchResult:
+        """Record the interval the listing covered (committed, and the mark advanced, by the
+        merge) and the fetch's figures; `repeats_kept` are the repeats the client passed on."""
+        repeated_ids = self.airtable.repeated_ids[self.repeats_before :]
+        # Repeats the client dropped (the listing shifted under pagination) and any it kept.
+        repeats = len(repeated_ids) + repeats_kept
+        if not self.run.dry_run:
+            self.repo.record_pull(self.run, self.pull_start, self.covered_until)
+        stats = {"pulled": len(self.records), "pages": self.pages, "repeated_in_pull": repeats}
+        self.repo.record_run(
+            "fetch", self.run, {**stats, "repeated_ids": repeated_ids[:100]}, self.started_at
+        )
+        return FetchResult(
+            records=self.records,
+            requests=self.airtable.requests_sent - self.requests_before,
+            pages=self.pages,
+            pull_start=self.pull_start,
+            pull_end=self.pull_end,
+            seconds=time.monotonic() - self.started,
+            repeated_in_pull=repeats,
+        )
+
+
 def fetch_window(
     repo: Repository,
     airtable: AirtablePort,
@@ -70,52 +162,30 @@ def fetch_window(
     """Pull records created or modified since `pull_range`'s start, persist the snapshot and
     record the interval the pull covers (committed, and the mark advanced, by the merge). One
     filtered query whatever the window's width (a range backfill is one query)."""
-    started = time.monotonic()
-    started_at = _now()
-    before = airtable.requests_sent
-    repeats_before = len(airtable.repeated_ids)
-    pull_start, pull_end = pull_range(repo, run, overlap)
-    # A record edited after the listing began may or may not be in it: the pull covers time up
-    # to the listing's start (or the window's end, if earlier), never beyond.
-    covered_until = min(pull_end, _now())
-    if pull_start is None:
-        logger.info("No high-water mark yet for %s: full pull", repo.mapping.name)
-        pages_iter = airtable.iter_all(fields=repo.mapping.airtable_field_names)
-    else:
-        pages_iter = airtable.iter_modified(
-            pull_start, pull_end, fields=repo.mapping.airtable_field_names
-        )
-    records: list[dict] = []
-    pages = 0
-    for page in pages_iter:
-        records.extend(page)
-        pages += 1
-        if pages % 20 == 0:
-            logger.info("Pulled %d records (%d pages) so far", len(records), pages)
+    listing = _Listing.start(repo, airtable, run, overlap)
+    for page in listing.pages_iter():
+        listing.took(page)
+    _, repeats_kept = dedupe(repo, readable(listing.records)[0])
 
-    kept, _ = readable(records)
-    _, repeats_kept = dedupe(repo, kept)
-    # Repeats the client dropped (the listing shifted under pagination) and any it kept.
-    repeated_ids = airtable.repeated_ids[repeats_before:]
-    repeats = len(repeated_ids) + repeats_kept
+    def persist() -> FetchResult:
+        store_snapshot(repo, listing.records, run)
+        return listing.finish(repeats_kept)
 
-    def persist() -> None:
-        store_snapshot(repo, records, run)
-        if not run.dry_run:
-            repo.record_pull(run, pull_start, covered_until)
-        stats = {"pulled": len(records), "pages": pages, "repeated_in_pull": repeats}
-        repo.record_run("fetch", run, {**stats, "repeated_ids": repeated_ids[:100]}, started_at)
+    return without_contents("Storing the Airtable snapshot", persist)
 
-    without_contents("Storing the Airtable snapshot", persist)
-    return FetchResult(
-        records=records,
-        requests=airtable.requests_sent - before,
-        pages=pages,
-        pull_start=pull_start,
-        pull_end=pull_end,
-        seconds=time.monotonic() - started,
-        repeated_in_pull=repeats,
-    )
+
+def _commit_merge(
+    repo: Repository, run: RunContext, result: PullResult, started_at: dt.datetime
+) -> PullResult:
+    """After every batch of the pull merged: held links whose record arrived are resolved, the
+    pull counts as covered and the high-water mark advances (not in a dry run), and the stage's
+    figures are recorded."""
+    result.links_resolved = resolve_held_links(repo, run)
+    if not run.dry_run:
+        with repo.reconciler_transaction() as conn:
+            result.high_water_mark = repo.commit_pull(conn, run)
+    repo.record_run("pull", run, result.counts(), started_at, result.transaction_ids)
+    return result
 
 
 def merge_snapshot(repo: Repository, run: RunContext) -> PullResult:
@@ -128,14 +198,133 @@ def merge_snapshot(repo: Repository, run: RunContext) -> PullResult:
         with repo.engine.connect() as conn:
             records = repo.snapshot_records(conn, run.run_id)
         result = apply_records(repo, records, run, store_snapshots=False)
-        result.links_resolved = resolve_held_links(repo, run)
-        if not run.dry_run:
-            with repo.reconciler_transaction() as conn:
-                result.high_water_mark = repo.commit_pull(conn, run)
-        repo.record_run("pull", run, result.counts(), started_at, result.transaction_ids)
-        return result
+        return _commit_merge(repo, run, result, started_at)
 
     return without_contents("Stage 1 (merge)", merge)
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+class PageStream:
+    """The pages of a (paced) listing, fetched by a thread of their own into a bounded queue
+    while the caller works on the pages already here.
+
+    An error of the listing reaches the caller, with its own type, when it takes the next
+    batch; leaving the block early (the caller failed) stops the listing after the request in
+    flight and waits for its thread.
+    """
+
+    def __init__(self, pages: Iterator[list[dict]], batch_pages: int) -> None:
+        self._pages = pages
+        self._batch_pages = batch_pages
+        self._queue: queue.Queue = queue.Queue(maxsize=2 * batch_pages)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="airtable-listing", daemon=True)
+
+    def __enter__(self) -> "PageStream":
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _put(self, item: object) -> bool:
+        """Queue `item` unless the caller stopped the stream (then False)."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            for page in self._pages:
+                if not self._put(page):
+                    return
+            self._put(_END)
+        except BaseException as error:  # noqa: BLE001 — handed to the caller's thread as is
+            self._put(_Failed(error))
+        finally:
+            close = getattr(self._pages, "close", None)
+            if close is not None:
+                close()
+
+    def batches(self) -> Iterator[list[list[dict]]]:
+        """Batches of the pages that have arrived (waiting for one when none has), at most
+        `batch_pages` each, until the listing ends."""
+        while True:
+            batch: list[list[dict]] = []
+            item = self._queue.get()
+            while True:
+                if isinstance(item, _Failed):
+                    raise item.error
+                if item is _END:
+                    if batch:
+                        yield batch
+                    return
+                batch.append(item)
+                if len(batch) == self._batch_pages:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            yield batch
+
+
+def pull_window(
+    repo: Repository,
+    airtable: AirtablePort,
+    run: RunContext,
+    overlap: dt.timedelta,
+    *,
+    check_schema: SchemaCheck | None = None,
+    batch_pages: int = STREAM_BATCH_PAGES,
+) -> tuple[FetchResult, PullResult]:
+    """`fetch_window` then `merge_snapshot`, overlapped: the listing runs in a thread of its
+    own while this one stores and merges the pages that have arrived, each record converted
+    once and nothing read back from the snapshot.
+
+    The same outcome and bookkeeping as the two in sequence: the snapshot, the `fetch` and
+    `pull` rows of `reconcile.runs`, the coverage recorded and the high-water mark advanced
+    only once the listing finished and every batch committed (never in a dry run, whose
+    merge writes nothing). A failure halfway (an Airtable error on a later page, a database
+    error, a killed process) leaves the mark where it was: the next run pulls the same range
+    again and its merge of the batches already merged changes nothing. `check_schema` sees
+    each batch before it is converted (see `SchemaCheck`).
+    """
+    listing = _Listing.start(repo, airtable, run, overlap)
+
+    def pull() -> tuple[FetchResult, PullResult]:
+        merge = StreamedMerge(repo, run)
+        with PageStream(listing.pages_iter(), batch_pages) as stream:
+            for batch in stream.batches():
+                records = [record for page in batch for record in page]
+                for page in batch:
+                    listing.took(page)
+                if check_schema is not None and (mapping := check_schema(records)) is not None:
+                    merge.repo = Repository(repo.engine, mapping)
+                store_snapshot(merge.repo, records, run)
+                merge.add(records)
+        result = merge.finish()
+        fetched = listing.finish(result.duplicates_in_pull)
+        return fetched, _commit_merge(merge.repo, run, result, listing.started_at)
+
+    return without_contents("Stage 1 (streamed pull)", pull)
 
 
 def push_window(
