@@ -347,6 +347,47 @@ class Repository:
             for row in rows
         }
 
+    def leads_of(self, conn: Connection, record_ids: Sequence[str]) -> dict[str, dict]:
+        """The canonical mapped values of this client's leads linked to `record_ids` (the full
+        reconcile's comparison, one batch of the listing at a time)."""
+        if not record_ids:
+            return {}
+        select_list = ", ".join([self.key_sql] + [_quote(c) for c in self._columns])
+        rows = conn.execute(
+            text(
+                f"SELECT {select_list} FROM {self.table_sql} "
+                f"WHERE {self.key_sql} = ANY({_IDS_ARRAY}) AND {self.client_rows()}"
+            ),
+            {**self.client_params, "ids": _json(list(record_ids))},
+        ).all()
+        specs = self.mapping.fields
+        return {
+            row[0]: {spec.column: from_postgres(spec, row[i + 1]) for i, spec in enumerate(specs)}
+            for row in rows
+        }
+
+    def count_unlisted_leads(self, conn: Connection, listed: Iterable[str]) -> int:
+        """How many of this client's linked leads are neither among `listed` (the record ids an
+        Airtable listing returned) nor soft-deleted, counted in PostgreSQL."""
+        key = f"l.{self.key_sql}"
+        return conn.execute(
+            text(
+                f"SELECT count(DISTINCT {key}) FROM {self.table_sql} l "
+                "LEFT JOIN jsonb_array_elements_text(CAST(:ids AS jsonb)) AS listed(id) "
+                f"ON listed.id = {key} "
+                f"WHERE {key} IS NOT NULL AND {self.client_rows('l')} AND listed.id IS NULL "
+                "AND NOT EXISTS (SELECT 1 FROM reconcile.sync_state s WHERE s.client = :c "
+                f"AND s.table_key = :t AND s.airtable_record_id = {key} "
+                "AND s.deleted_at IS NOT NULL)"
+            ),
+            {
+                **self.client_params,
+                "c": self.mapping.client,
+                "t": self.mapping.name,
+                "ids": _json(list(listed)),
+            },
+        ).scalar_one()
+
     # -- writes ---------------------------------------------------------------------------
 
     def insert_leads(self, conn: Connection, rows: Sequence[dict]) -> int:
