@@ -11,8 +11,8 @@ the emulator pacing at Airtable's real 5 requests/s per base, all in one run of 
 Each scenario runs twice on the same prepared state: THROUGH DAGSTER (the client's
 `reconcile_<client>` job from the code location `reconcile_pipeline.definitions`, executed
 in-process on a Dagster instance with the project's dagster.yaml, so PostgreSQL event storage,
-as `reconcile backfill` runs it) and the ENGINE ALONE (fetch_window, merge_snapshot,
-push_window; the Airtable schema read once beforehand, as goal 1 asks of every run).
+as `reconcile backfill` runs it) and the ENGINE ALONE (pull_window, push_window; the
+Airtable schema read once beforehand, as goal 1 asks of every run).
 
 Floors come from first principles, from what the scenario changed (never from a measured run):
 ⌈pulled/100⌉ list pages (at least one) + ⌈dirty/100⌉ re-reads before the push (DESIGN §3.4) +

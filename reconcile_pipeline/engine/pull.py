@@ -161,8 +161,8 @@ def _stamp_times(repo: Repository, records: Sequence[dict]) -> None:
 
 
 def store_snapshot(repo: Repository, records: Sequence[dict], run: RunContext) -> None:
-    """Persist the raw records as pulled (the audit trail and the merge's input), losslessly:
-    whatever jsonb refuses is kept as text (DESIGN §3.5)."""
+    """Persist the raw records as pulled (the audit trail, and what a check run apart from the
+    pull reads back), losslessly: whatever jsonb refuses is kept as text (DESIGN §3.5)."""
     # Copies: the typed times are added for the snapshot's columns, not to the caller's records.
     records = [dict(r) if isinstance(r, dict) else {"id": None, "fields": r} for r in records]
     _stamp_times(repo, records)
@@ -175,14 +175,13 @@ def apply_records(
     records: Iterable[dict],
     run: RunContext,
     *,
-    store_snapshots: bool = True,
     batch_size: int = BATCH_SIZE,
 ) -> PullResult:
-    """Merge Airtable records into PostgreSQL, one transaction per batch of `batch_size`; a
-    batch that meets concurrent portal writes (deadlock, lock timeout) is retried whole."""
+    """Store the snapshot of Airtable records and merge them into PostgreSQL, one transaction
+    per batch of `batch_size`; a batch that meets concurrent portal writes (deadlock, lock
+    timeout) is retried whole."""
     records = list(records)
-    if store_snapshots:
-        store_snapshot(repo, records, run)
+    store_snapshot(repo, records, run)
     merge = StreamedMerge(repo, run, batch_size=batch_size)
     merge.add(records)
     return merge.finish()

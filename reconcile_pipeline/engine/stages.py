@@ -20,9 +20,6 @@ from reconcile_pipeline.engine.mapping import TableMapping
 from reconcile_pipeline.engine.pull import (
     PullResult,
     StreamedMerge,
-    apply_records,
-    dedupe,
-    readable,
     resolve_held_links,
     store_snapshot,
 )
@@ -52,8 +49,6 @@ class FetchResult:
     pull_end: dt.datetime
     seconds: float
     repeated_in_pull: int = 0
-    quarantinable: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def _now() -> dt.datetime:
@@ -153,27 +148,6 @@ class _Listing:
         )
 
 
-def fetch_window(
-    repo: Repository,
-    airtable: AirtablePort,
-    run: RunContext,
-    overlap: dt.timedelta,
-) -> FetchResult:
-    """Pull records created or modified since `pull_range`'s start, persist the snapshot and
-    record the interval the pull covers (committed, and the mark advanced, by the merge). One
-    filtered query whatever the window's width (a range backfill is one query)."""
-    listing = _Listing.start(repo, airtable, run, overlap)
-    for page in listing.pages_iter():
-        listing.took(page)
-    _, repeats_kept = dedupe(repo, readable(listing.records)[0])
-
-    def persist() -> FetchResult:
-        store_snapshot(repo, listing.records, run)
-        return listing.finish(repeats_kept)
-
-    return without_contents("Storing the Airtable snapshot", persist)
-
-
 def _commit_merge(
     repo: Repository, run: RunContext, result: PullResult, started_at: dt.datetime
 ) -> PullResult:
@@ -186,21 +160,6 @@ def _commit_merge(
             result.high_water_mark = repo.commit_pull(conn, run)
     repo.record_run("pull", run, result.counts(), started_at, result.transaction_ids)
     return result
-
-
-def merge_snapshot(repo: Repository, run: RunContext) -> PullResult:
-    """Stage 1 over the records this run pulled (read back from the persisted snapshot); once
-    every batch committed, the pull counts as covered and the high-water mark advances."""
-    assert run.run_id is not None
-    started_at = _now()
-
-    def merge() -> PullResult:
-        with repo.engine.connect() as conn:
-            records = repo.snapshot_records(conn, run.run_id)
-        result = apply_records(repo, records, run, store_snapshots=False)
-        return _commit_merge(repo, run, result, started_at)
-
-    return without_contents("Stage 1 (merge)", merge)
 
 
 class _Failed:
@@ -295,17 +254,19 @@ def pull_window(
     check_schema: SchemaCheck | None = None,
     batch_pages: int = STREAM_BATCH_PAGES,
 ) -> tuple[FetchResult, PullResult]:
-    """`fetch_window` then `merge_snapshot`, overlapped: the listing runs in a thread of its
-    own while this one stores and merges the pages that have arrived, each record converted
-    once and nothing read back from the snapshot.
+    """Stage 1 for one window: list the records created or modified since `pull_range`'s
+    start (one filtered query whatever the window's width: a range backfill is one query; every
+    record without a high-water mark) and merge them. The listing runs in a thread of its own
+    while this one stores and merges the pages that have arrived, at most `batch_pages` at a
+    time, each record converted once and nothing read back from the snapshot.
 
-    The same outcome and bookkeeping as the two in sequence: the snapshot, the `fetch` and
-    `pull` rows of `reconcile.runs`, the coverage recorded and the high-water mark advanced
-    only once the listing finished and every batch committed (never in a dry run, whose
-    merge writes nothing). A failure halfway (an Airtable error on a later page, a database
-    error, a killed process) leaves the mark where it was: the next run pulls the same range
-    again and its merge of the batches already merged changes nothing. `check_schema` sees
-    each batch before it is converted (see `SchemaCheck`).
+    The outcome does not depend on the batching, and neither does the bookkeeping: the
+    snapshot, the `fetch` and `pull` rows of `reconcile.runs`, the coverage recorded and the
+    high-water mark advanced only once the listing finished and every batch committed (never
+    in a dry run, whose merge writes nothing). A failure halfway (an Airtable error on a later
+    page, a database error, a killed process) leaves the mark where it was: the next run pulls
+    the same range again and its merge of the batches already merged changes nothing.
+    `check_schema` sees each batch before it is converted (see `SchemaCheck`).
     """
     listing = _Listing.start(repo, airtable, run, overlap)
 

@@ -11,7 +11,7 @@ from reconcile_pipeline.airtable.client import AirtableClient
 from reconcile_pipeline.emulator.server import run_emulator
 from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.repository import Repository
-from reconcile_pipeline.engine.stages import fetch_window, merge_snapshot, push_window
+from reconcile_pipeline.engine.stages import pull_window, push_window
 from reconcile_pipeline_tests.mappings import LEADS_MAPPING
 
 BASE = "appDemoLeads00001"
@@ -61,8 +61,7 @@ class Reconciler:
             window_end=now + dt.timedelta(minutes=20),
             dry_run=dry_run,
         )
-        fetch_window(self.repo, self.client, run, overlap=dt.timedelta(minutes=5))
-        pull = merge_snapshot(self.repo, run)
+        _, pull = pull_window(self.repo, self.client, run, overlap=dt.timedelta(minutes=5))
         if after_pull is not None:
             after_pull()
         if after_read is not None:

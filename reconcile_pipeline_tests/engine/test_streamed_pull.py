@@ -1,7 +1,8 @@
 """The streamed pull (`stages.pull_window`) against real PostgreSQL and the emulator over HTTP:
-the same outcome as `fetch_window` + `merge_snapshot`, merging while the listing still runs,
-an Airtable failure halfway that loses nothing, the dedupe rule across batches, and each record
-converted once with nothing read back from the snapshot."""
+the same outcome merged page by page while the listing runs as merged only once the whole
+listing ended, merging while the listing still runs, an Airtable failure halfway that loses
+nothing, the dedupe rule across batches, and each record converted once with nothing read back
+from the snapshot."""
 
 import dataclasses
 import datetime as dt
@@ -21,7 +22,7 @@ from reconcile_pipeline.engine.frames import pulled_frame
 from reconcile_pipeline.engine.invariants import window_drift
 from reconcile_pipeline.engine.mapping import TableMapping
 from reconcile_pipeline.engine.repository import Repository
-from reconcile_pipeline.engine.stages import fetch_window, merge_snapshot, pull_window
+from reconcile_pipeline.engine.stages import pull_window
 from reconcile_pipeline_tests.engine.builders import airtable_record, record_id
 from reconcile_pipeline_tests.engine.conftest import BASE, TABLE
 from reconcile_pipeline_tests.mappings import LEADS_MAPPING
@@ -137,12 +138,35 @@ def twin(postgres_server, migrated_template) -> Iterator[Repository]:
     postgres_server.drop_database(name)
 
 
-def test_the_streamed_pull_leaves_what_fetch_then_merge_leaves(emulator, client, repo, twin):
+class ListedFirst:
+    """The client's listing with every page requested before the first is handed on: a pull
+    through it merges nothing until the whole listing ended (list everything, then merge)."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    @property
+    def requests_sent(self) -> int:
+        return self.client.requests_sent
+
+    @property
+    def repeated_ids(self) -> list[str]:
+        return self.client.repeated_ids
+
+    def iter_all(self, fields=None):
+        return iter(list(self.client.iter_all(fields=fields)))
+
+    def iter_modified(self, start, end, fields=None):
+        return iter(list(self.client.iter_modified(start, end, fields=fields)))
+
+
+def test_merging_page_by_page_leaves_what_merging_after_the_whole_listing_leaves(
+    emulator, client, repo, twin
+):
     ids = seed(emulator, 250)
     first = run_context("first")
     for table in (repo, twin):  # the same start on both sides
-        fetch_window(table, client, first, OVERLAP)
-        merge_snapshot(table, first)
+        pull_window(table, client, first, OVERLAP)
         portal_write(table.engine, ids[:20], claimed_by="portal-ana")
         portal_write(table.engine, ids[20:25], status="Customer")  # Airtable owns it: reverted
         portal_write(table.engine, ids[25:30], notes="portal line")
@@ -157,8 +181,17 @@ def test_the_streamed_pull_leaves_what_fetch_then_merge_leaves(emulator, client,
         emulator.update_record_fields(BASE, TABLE, rid, {"Status": "Engaged", "ICP Score": 70})
 
     second = run_context("second")
-    fetched = fetch_window(repo, client, second, OVERLAP)
-    merged = merge_snapshot(repo, second)
+    emulator.reset_request_log()
+    listed_before_merging: list[int] = []
+
+    def note_listing(records: list[dict]) -> None:
+        listed_before_merging.append(listing_requests(emulator))
+
+    # The reference: the whole listing first, then the merge (batches as large as can be).
+    fetched, merged = pull_window(
+        repo, ListedFirst(client), second, OVERLAP, check_schema=note_listing, batch_pages=1000
+    )
+    assert listed_before_merging[0] == 3  # nothing was converted or merged before the end
     streamed_fetch, streamed = pull_window(twin, client, second, OVERLAP, batch_pages=1)
 
     assert merged.counts() == streamed.counts()

@@ -14,7 +14,7 @@ from reconcile_pipeline.engine import invariants
 from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.push import push_dirty
 from reconcile_pipeline.engine.retry import ReconcileDatabaseError
-from reconcile_pipeline.engine.stages import fetch_window, merge_snapshot, push_window
+from reconcile_pipeline.engine.stages import pull_window, push_window
 from reconcile_pipeline.engine.sweep import apply_deletions
 from reconcile_pipeline_tests.engine.conftest import BASE, TABLE
 from reconcile_pipeline_tests.engine.test_end_to_end import (
@@ -34,8 +34,7 @@ def now() -> dt.datetime:
 def run_window(repo, client, start, end, *, fail_with=None, emulator=None):
     """One reconcile of [start, end) as the Dagster job runs it; returns (run, pull, push)."""
     run = RunContext(run_id=f"w-{uuid.uuid4().hex[:8]}", window_start=start, window_end=end)
-    fetch_window(repo, client, run, OVERLAP)
-    pull = merge_snapshot(repo, run)
+    _, pull = pull_window(repo, client, run, OVERLAP)
     push = push_window(repo, client, run, lock_name="test")
     return run, pull, push
 
@@ -106,8 +105,7 @@ def test_a1_pull_continuity_reports_time_no_successful_pull_covered(emulator, en
     run = RunContext(
         run_id="catch-up", window_start=t0 - dt.timedelta(minutes=20), window_end=now()
     )
-    fetched = fetch_window(repo, client, run, OVERLAP)
-    merge_snapshot(repo, run)
+    fetched, _ = pull_window(repo, client, run, OVERLAP)
     assert fetched.pull_start is not None
     assert fetched.pull_start <= now() - dt.timedelta(days=1) - OVERLAP + dt.timedelta(minutes=1)
     assert invariants.pull_continuity(
@@ -311,8 +309,7 @@ def test_c7_a_portal_transaction_locking_leads_in_reverse_order_is_never_the_vic
         window_start=t0 - dt.timedelta(minutes=20),
         window_end=now() + dt.timedelta(minutes=20),
     )
-    fetch_window(repo, client, run, OVERLAP)
-    pull = merge_snapshot(repo, run)  # must not raise
+    _, pull = pull_window(repo, client, run, OVERLAP)  # must not raise
     portal.join(timeout=30)
     watcher.join(timeout=30)
 
@@ -349,8 +346,7 @@ def test_c8_a_genuine_portal_edit_racing_the_merge_is_not_an_echo(emulator, engi
         window_start=t0 - dt.timedelta(minutes=20),
         window_end=now() + dt.timedelta(minutes=20),
     )
-    fetch_window(repo, client, run, OVERLAP)
-    pull = merge_snapshot(repo, run)
+    _, pull = pull_window(repo, client, run, OVERLAP)
     portal.join()
 
     assert pull.conflicts == 1  # both changed claimed_by: Airtable won, recorded
@@ -392,8 +388,7 @@ def test_c8_an_echo_really_bumped_by_our_own_write_is_reported(emulator, engine,
         window_start=t0 - dt.timedelta(minutes=20),
         window_end=now() + dt.timedelta(minutes=20),
     )
-    fetch_window(repo, client, run, OVERLAP)
-    merge_snapshot(repo, run)
+    pull_window(repo, client, run, OVERLAP)
 
     finding = invariants.echoes_marked_dirty(repo, run.run_id)
     assert not finding.passed
@@ -540,16 +535,25 @@ def test_d19_a_database_failure_names_no_record_contents(emulator, engine, clien
         )
     t0 = now()
     run = RunContext(run_id="d19", window_start=t0 - dt.timedelta(minutes=20), window_end=t0)
-    fetch_window(repo, client, run, OVERLAP)
 
+    # The listing succeeds and its batch is stored; the merge of that batch is what fails.
     with pytest.raises(ReconcileDatabaseError) as raised:
-        merge_snapshot(repo, run)
+        pull_window(repo, client, run, OVERLAP)
 
     message = str(raised.value)
     assert "23514" in message  # the SQLSTATE (check violation)
     assert "Mallory" not in message and "secret.person" not in message
     assert raised.value.__cause__ is None and raised.value.__context__ is None
-    assert rid  # the record stays in the snapshot for the next run
+    # The record stays in the snapshot for the next run (stored before its merge failed).
+    assert (
+        scalar(
+            engine,
+            "SELECT count(*) FROM reconcile.airtable_snapshots "
+            "WHERE run_id = 'd19' AND airtable_record_id = :r",
+            r=rid,
+        )
+        == 1
+    )
 
 
 def test_push_window_marks_nothing_pushed_on_a_dry_run(emulator, engine, client, repo):
@@ -572,8 +576,7 @@ def test_e_a_listing_that_repeats_records_across_pages_is_reported(emulator, eng
     t0 = now()
     run = RunContext(run_id="repeats", window_start=t0 - dt.timedelta(minutes=20), window_end=t0)
 
-    fetched = fetch_window(repo, client, run, OVERLAP)
-    pull = merge_snapshot(repo, run)
+    fetched, pull = pull_window(repo, client, run, OVERLAP)
 
     assert fetched.repeated_in_pull == 3
     assert pull.inserted == 150  # each record once
