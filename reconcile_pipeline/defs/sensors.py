@@ -167,10 +167,6 @@ def _metadata_text(value: dg.MetadataValue) -> str:
     return text
 
 
-# checks.record_for_each_window marks the copies of a range run's check result with this key.
-RANGE_COPY_KEY = "evaluated_for_range"
-
-
 def _check_alert(
     record: dg.EventLogRecord, run_link: str | None, run_tags: Mapping[str, str] | None = None
 ) -> Alert | None:
@@ -178,8 +174,6 @@ def _check_alert(
     evaluation = event.event_specific_data if event else None
     if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.passed:
         return None
-    if RANGE_COPY_KEY in evaluation.metadata:
-        return None  # a range run's result copied to each window: the run's own one alerts
     asset = evaluation.asset_key.to_user_string()
     tags = run_tags or {}
     client = client_of(tags, [evaluation.asset_key])

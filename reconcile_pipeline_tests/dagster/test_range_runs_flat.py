@@ -1,11 +1,12 @@
-"""A schedule tick's run costs the same however old the deployment (issue 15, goal 3): nothing
-in it walks every partition since the first window (each schedule run is one window, whose
-checks Dagster scopes to that window). A range run (a backfill) still does: Dagster maps an
-unpartitioned check's input to every partition of its asset (1.3 s a check at 24k partitions).
-Partitioning the checks avoids that, but a range run then plans each check per window and
-evaluates it once, leaving every window's check listed as skipped in the UI, which operators
-read as a failure (issue 14); the partitions starting at the first run keep the count small.
-The strict xfail below is that gap, kept visible until a range's checks are scoped to it."""
+"""A run costs the same however old the deployment (issue 15, goal 3): nothing in it walks
+every partition since the first window, a schedule tick's run (one window) or a range run (a
+backfill). The checks are partitioned like their assets, so Dagster scopes their inputs to the
+run's windows (an unpartitioned check's input maps to every partition of its asset: 1.3 s a
+check at 24k partitions).
+
+A range run plans each check per window and evaluates it once, for the range: the project's
+storage (reconcile_pipeline/dagster_storage.py) records that result on each window's planned
+execution, so none is left planned (the UI's "Skipped"), without an event per window."""
 
 import datetime as dt
 
@@ -17,7 +18,6 @@ from reconcile_pipeline.airtable.resource import AirtableResource
 from reconcile_pipeline.definitions import defs
 from reconcile_pipeline.defs.partitions import partition_key_for
 from reconcile_pipeline.defs.resources import PostgresResource
-from reconcile_pipeline.defs.sensors import RANGE_COPY_KEY
 from reconcile_pipeline.emulator.server import run_emulator
 
 
@@ -68,8 +68,7 @@ def run_counting_listings(emulator, database_url, monkeypatch, **run) -> list[in
     monkeypatch.setattr(AllPartitionsSubset, "get_partition_keys", counting)
     result = run_demo(emulator, database_url, **run)
     assert result.success
-    own = [e for e in result.get_asset_check_evaluations() if RANGE_COPY_KEY not in e.metadata]
-    assert len(own) == len(defs.asset_checks)  # every check ran (copies per window aside)
+    assert len(result.get_asset_check_evaluations()) == len(defs.asset_checks)  # each ran once
     return listed
 
 
@@ -83,68 +82,83 @@ def test_a_schedule_tick_s_run_never_lists_every_partition(emulator, database_ur
     assert listed == []  # no step enumerated the partitions since the first window
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a range run's unpartitioned checks list every partition (Dagster maps an "
-    "unpartitioned check's input to all of its asset's partitions); partitioned checks would "
-    "list the range's windows as skipped instead. Next: issue 15, goal 3.",
-)
 def test_a_range_run_never_lists_every_partition(emulator, database_url, monkeypatch):
     listed = run_counting_listings(emulator, database_url, monkeypatch, tags=last(hours=1 / 3))
 
     assert listed == []
 
 
-def test_a_backfill_leaves_no_check_planned_and_never_run(emulator, database_url):
-    """A range run (a backfill) evaluates every check it planned: no check execution is left
-    PLANNED, which the UI shows as a wall of "Skipped" rows, one per window (issue 14)."""
+def check_executions(instance: dg.DagsterInstance) -> dict[tuple[str, str], list]:
+    """Every check's execution records, by (asset path, check name)."""
+    return {
+        (
+            str(key.asset_key.path),
+            key.name,
+        ): instance.event_log_storage.get_asset_check_execution_history(key, limit=1000)
+        for checks in defs.asset_checks
+        for key in checks.check_keys
+    }
+
+
+@pytest.mark.parametrize(
+    "run, windows",
+    [
+        (lambda: {"tags": last(hours=1)}, 4),  # a backfill: three windows and the current one
+        (lambda: {"partition_key": partition_key_for(dt.datetime.now(dt.UTC))}, 1),  # a tick
+    ],
+    ids=["backfill", "schedule-tick"],
+)
+def test_no_check_is_left_planned_and_never_run(
+    emulator, database_url, project_dagster_database, run, windows
+):
+    """A run records every check it planned: no window's check execution is left PLANNED,
+    which the UI shows as "Skipped" (for a backfill, a wall of them: issue 14), and a range
+    run writes one evaluation event per check, not one per window (issue 15, goal 4)."""
     from dagster._core.storage.asset_check_execution_record import (
         AssetCheckExecutionRecordStatus,
     )
 
     emulator.seed_records("appDemoLeads00001", "Leads", [{"Email": "a@example.com"}])
-    instance = dg.DagsterInstance.ephemeral()
-    result = run_demo(emulator, database_url, instance, tags=last(hours=1))
-    assert result.success
+    with dg.DagsterInstance.get() as instance:
+        result = run_demo(emulator, database_url, instance, **run())
+        assert result.success
+        executions = check_executions(instance)
 
-    statuses = {
-        (str(key.asset_key.path), key.name): [
-            record.status
-            for record in instance.event_log_storage.get_asset_check_execution_history(
-                key, limit=100
-            )
-        ]
-        for checks in defs.asset_checks
-        for key in checks.check_keys
-    }
-    left = {
-        check: found
-        for check, found in statuses.items()
-        if AssetCheckExecutionRecordStatus.PLANNED in found or not found
-    }
-    assert left == {}
-    windows = len({e.partition for e in result.get_asset_materialization_events()})
-    # The run's result, and a copy for each window of the range; nothing failed here.
-    assert {len(found) for found in statuses.values()} == {windows + 1}
-    assert {s for found in statuses.values() for s in found} == {
-        AssetCheckExecutionRecordStatus.SUCCEEDED
-    }
+    materialized = {e.partition for e in result.get_asset_materialization_events()}
+    assert len(materialized) == windows
+    for check, records in executions.items():
+        assert {r.partition for r in records} == materialized, check
+        assert len(records) == windows, check
+        assert {r.status for r in records} == {AssetCheckExecutionRecordStatus.SUCCEEDED}, check
+    assert len(result.get_asset_check_evaluations()) == len(executions)  # an event per check
 
 
-def test_a_failed_check_of_a_backfill_alerts_once_not_once_per_window(emulator, database_url):
+def test_a_failed_check_of_a_backfill_fails_every_window_and_alerts_once(
+    emulator, database_url, project_dagster_database
+):
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecordStatus,
+    )
+
     from reconcile_pipeline.defs.sensors import alerts_for, check_evaluations_after
 
     # Two live leads sharing an e-mail: no_duplicate_contacts fails (WARN).
     emulator.seed_records(
         "appDemoLeads00001", "Leads", [{"Email": "same@example.com"}, {"Email": "same@example.com"}]
     )
-    instance = dg.DagsterInstance.ephemeral()
-    result = run_demo(emulator, database_url, instance, tags=last(hours=1))
+    with dg.DagsterInstance.get() as instance:
+        result = run_demo(emulator, database_url, instance, tags=last(hours=1))
+        executions = check_executions(instance)
+        alerts = alerts_for(check_evaluations_after(instance, None), instance=instance)
+
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
-    assert {e.check_name for e in failed} == {"no_duplicate_contacts"}
-    assert len(failed) > 2  # the run's result and its copies for each window
-
-    alerts = alerts_for(check_evaluations_after(instance, None), instance=instance)
-
+    assert [e.check_name for e in failed] == ["no_duplicate_contacts"]
+    [duplicates] = [
+        records
+        for (path, name), records in executions.items()
+        if name == "no_duplicate_contacts" and "leads" in path
+    ]
+    assert len(duplicates) == 4  # every window of the range
+    assert {r.status for r in duplicates} == {AssetCheckExecutionRecordStatus.FAILED}
     assert len(alerts) == 1
     assert "no_duplicate_contacts" in "\n".join(alerts[0].lines)

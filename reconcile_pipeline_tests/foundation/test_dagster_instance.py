@@ -24,3 +24,66 @@ def test_instance_records_a_run_in_postgres(project_dagster_database):
         stored = conn.execute(text("SELECT run_id FROM runs")).scalars().all()
     engine.dispose()
     assert stored == [result.run_id]
+
+
+def _connections_opened(run) -> int:
+    """New PostgreSQL connections opened by SQLAlchemy engines while `run()` runs."""
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    opened = []
+
+    def count(dbapi_connection, record) -> None:
+        opened.append(1)
+
+    event.listen(Pool, "connect", count)
+    try:
+        run()
+    finally:
+        event.remove(Pool, "connect", count)  # on every pool, whichever engine owns it
+    return len(opened)
+
+
+def test_a_run_holds_its_storage_connections_open(project_dagster_database):
+    """The project's storage keeps a connection per storage part (issue 15, a run's fixed
+    cost): dagster_postgres's own opens one for every event (a run of one asset: 30 or so)."""
+
+    @dg.asset
+    def probe() -> int:
+        return 1
+
+    with dg.DagsterInstance.get() as instance:
+        dg.materialize([probe], instance=instance)  # the tables and the pools exist
+        events_before = len(instance.all_logs(instance.get_runs()[0].run_id))
+
+        opened = _connections_opened(lambda: dg.materialize([probe], instance=instance))
+
+    assert events_before > 10
+    assert opened <= 3  # at most one per storage part, whatever the number of events
+
+
+def test_a_pooled_connection_the_server_dropped_is_replaced(project_dagster_database):
+    """A PostgreSQL restart (or an idle timeout) closes the pooled connections: the next
+    operation reconnects instead of failing."""
+
+    @dg.asset
+    def probe() -> int:
+        return 1
+
+    admin = create_engine(project_dagster_database)
+    with dg.DagsterInstance.get() as instance:
+        assert dg.materialize([probe], instance=instance).success
+        with admin.connect() as conn:
+            dropped = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        assert dropped >= 1  # the storage's held connections
+
+        result = dg.materialize([probe], instance=instance)
+
+        assert result.success
+        assert len(instance.get_runs()) == 2
+    admin.dispose()

@@ -1,0 +1,150 @@
+"""Dagster's PostgreSQL storage, for what a reconcile run writes (issue 15: runs with no Dagster
+tax). dagster.yaml selects it (`storage: custom:`, with `storage: postgres:`'s config).
+
+Two differences from `dagster_postgres.DagsterPostgresStorage`, each measured by
+benchmarks/reconcile_throughput.py:
+
+* **Connections held open.** dagster_postgres opens a new PostgreSQL connection for every
+  operation outside the webserver (NullPool): an idle run wrote 90 events over 236 new
+  connections, a third of its Dagster time. Here each storage part (runs, event log, schedules)
+  keeps one connection open per process and checks it before use (a PostgreSQL restart costs a
+  reconnect, not an error); threads needing more at once (the daemon's) get overflow
+  connections, closed when returned.
+* **A range run's check result covers its windows.** The checks target partitioned assets, so
+  Dagster plans each check once per window of a range run (a backfill) but records the check's
+  one result for the run alone: every window's planned execution would stay planned, which the
+  UI lists as "Skipped" (504 rows per check for a 7-day backfill). The check evaluated the state
+  the whole range left, so its result is recorded on each window's planned execution of that
+  run, in one statement (writing it as an event per window cost 6,060 events, two thirds of a
+  7-day backfill's time). The event log keeps the one evaluation event: alerts go out once.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as db
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.base_storage import DagsterStorage
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._serdes import ConfigurableClassData, serialize_value
+from dagster_postgres import DagsterPostgresStorage
+from dagster_postgres.event_log import PostgresEventLogStorage
+from dagster_postgres.run_storage import PostgresRunStorage
+from dagster_postgres.schedule_storage import PostgresScheduleStorage
+from dagster_postgres.utils import (
+    create_pg_engine,
+    get_token_provider_from_config,
+    pg_url_from_config,
+)
+
+# Connections a storage part opens beyond its one pooled connection when threads need them at
+# once (the daemon's, the webserver's); they close when returned.
+MAX_OVERFLOW = 20
+# Reconnect after an hour: a connection never outlives a server's idle timeouts by much.
+POOL_RECYCLE_SECONDS = 3600
+
+
+def _hold_connections(part: Any, postgres_url: str, token_provider: Any) -> None:
+    """Give a storage part a pooled engine. The parts read `_engine` for every connection;
+    dagster_postgres's own `optimize_for_webserver` swaps it the same way (without the
+    pre-ping). The pooled connection closes when the instance disposes of the part."""
+    part._engine.dispose()
+    engine = create_pg_engine(
+        postgres_url,
+        token_provider,
+        isolation_level="AUTOCOMMIT",
+        pool_size=1,
+        max_overflow=MAX_OVERFLOW,
+        pool_recycle=POOL_RECYCLE_SECONDS,
+        pool_pre_ping=True,
+    )
+    part._engine = engine
+    dispose_part = part.dispose
+
+    def dispose() -> None:
+        dispose_part()
+        engine.dispose()
+
+    part.dispose = dispose
+
+
+class RangeCheckEventLogStorage(PostgresEventLogStorage):
+    """PostgreSQL event log storage recording a range run's check result on every window."""
+
+    def _update_asset_check_evaluation(self, event: Any, event_id: int | None) -> None:
+        evaluation = event.dagster_event.event_specific_data
+        if evaluation.partition is None and self._resolve_planned_windows(
+            event, event_id, evaluation
+        ):
+            return
+        super()._update_asset_check_evaluation(event, event_id)
+
+    def _resolve_planned_windows(self, event: Any, event_id: int | None, evaluation: Any) -> int:
+        """Record the run-wide `evaluation` on the executions its run planned per window and
+        left planned; how many (0: the run planned none, Dagster records it as usual)."""
+        table = AssetCheckExecutionsTable
+        status = (
+            AssetCheckExecutionRecordStatus.SUCCEEDED
+            if evaluation.passed
+            else AssetCheckExecutionRecordStatus.FAILED
+        )
+        target = evaluation.target_materialization_data
+        with self.index_connection() as conn:
+            return conn.execute(
+                table.update()
+                .where(
+                    db.and_(
+                        table.c.asset_key == evaluation.asset_key.to_string(),
+                        table.c.check_name == evaluation.check_name,
+                        table.c.run_id == event.run_id,
+                        table.c.partition.isnot(None),
+                        table.c.execution_status == AssetCheckExecutionRecordStatus.PLANNED.value,
+                    )
+                )
+                .values(
+                    execution_status=status.value,
+                    evaluation_event=serialize_value(event),
+                    evaluation_event_timestamp=self._event_insert_timestamp(event),
+                    evaluation_event_storage_id=event_id,
+                    materialization_event_storage_id=target.storage_id if target else None,
+                )
+            ).rowcount
+
+
+class PooledPostgresStorage(DagsterPostgresStorage):
+    """`DagsterPostgresStorage` with pooled connections and range-wide check results."""
+
+    def __init__(
+        self,
+        postgres_url: str,
+        should_autocreate_tables: bool = True,
+        inst_data: ConfigurableClassData | None = None,
+        token_provider: Any = None,
+    ) -> None:
+        # DagsterPostgresStorage.__init__, with this module's event log storage.
+        self.postgres_url = postgres_url
+        self.should_autocreate_tables = should_autocreate_tables
+        self._inst_data = inst_data
+        self._run_storage = PostgresRunStorage(
+            postgres_url, should_autocreate_tables, token_provider=token_provider
+        )
+        self._event_log_storage = RangeCheckEventLogStorage(
+            postgres_url, should_autocreate_tables, token_provider=token_provider
+        )
+        self._schedule_storage = PostgresScheduleStorage(
+            postgres_url, should_autocreate_tables, token_provider=token_provider
+        )
+        DagsterStorage.__init__(self)
+        for part in (self._run_storage, self._event_log_storage, self._schedule_storage):
+            _hold_connections(part, postgres_url, token_provider)
+
+    @classmethod
+    def from_config_value(  # type: ignore[override]
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> "PooledPostgresStorage":
+        return cls(
+            inst_data=inst_data,
+            postgres_url=pg_url_from_config(config_value),
+            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+            token_provider=get_token_provider_from_config(config_value),
+        )
