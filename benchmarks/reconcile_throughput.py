@@ -3,10 +3,13 @@
 Per scenario, the wall time and Airtable requests of one reconcile run against the API floor,
 the emulator pacing at Airtable's real 5 requests/s per base, all in one run of this script:
 
-  (a) idle tick: nothing changed (the schedule's tick: one range run over its two windows)
+  (a) idle tick: nothing changed (the schedule's tick: one run of its own window)
   (b) 10k records pulled + 1k portal edits pushed (the tick's run)
   (c) pull-only: 10k records pulled, nothing to push (the tick's run)
   (d) a 7-day backfill: one range run over 504 windows pulling 20k records
+  (e) `reconcile backfill` typed to sync now, idle: process start included (Dagster path only)
+  (f) an idle 2-window range run on a deployment 1.5 days old and on one ~3 years old, each in
+      a process of its own: the cost must not grow with the partitions (Dagster path only)
 
 Each scenario runs twice on the same prepared state: THROUGH DAGSTER (the client's
 `reconcile_<client>` job from the code location `reconcile_pipeline.definitions`, executed
@@ -56,6 +59,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -88,6 +92,10 @@ IDLE_REQUESTS_TARGET = 1  # requests per tick per base
 IDLE_BEYOND_TARGET = 1.0  # seconds of wall time beyond the requests' own 1/5 s each
 FLOOR_RATIO_TARGET = 1.05  # wall ÷ API floor (goal 5)
 BACKFILL_RATIO_TARGET = 1.2  # Dagster ÷ engine (goal 4)
+# A range run on a deployment ~3 years old (goal 3: "keep it flat"), against a young one; the
+# margin is for a shared machine's noise, not for a cost that grows with the partitions.
+RANGE_AGE_RATIO_TARGET = 1.2
+CLI_SYNC_TARGET = 4.0  # seconds of `reconcile backfill` (sync now), process start included (goal 2)
 
 
 # ----- the scenarios and their floors ----------------------------------------------------------
@@ -251,6 +259,8 @@ class Measured:
     cpu: float = 0.0  # this process's CPU seconds during the run (robust to a busy machine)
     database: dict = field(default_factory=dict)  # DatabaseClock.snapshot()
     slowest: list = field(default_factory=list)  # DatabaseClock.slowest
+    conversions: int = 0  # records converted from Airtable's JSON during the run (goal 7)
+    snapshot_reads: int = 0  # times the run read its snapshot back (goal 7)
 
     @property
     def total_requests(self) -> int:
@@ -392,6 +402,8 @@ class Bench:
         self.emulator.reset_request_log()
         CLOCK.reset()
         DATABASE.reset()
+        SNAPSHOT_READS.clear()
+        converted_before = conversions_so_far()
         started_epoch, started = time.time(), time.perf_counter()
         cpu_started = time.process_time()
         if profile is not None:
@@ -420,6 +432,8 @@ class Bench:
             wall, requests, limited, dict(CLOCK.seconds), cpu=cpu, database=DATABASE.snapshot()
         )
         measured.slowest = list(DATABASE.slowest)
+        measured.conversions = conversions_so_far() - converted_before
+        measured.snapshot_reads = len(SNAPSHOT_READS)
         self._read_events(measured, result.run_id, started_epoch, ended_epoch)
         return measured
 
@@ -460,9 +474,12 @@ class Bench:
         self.emulator.reset_request_log()
         CLOCK.reset()
         DATABASE.reset()
+        SNAPSHOT_READS.clear()
+        converted_before = conversions_so_far()
         started, cpu_started = time.perf_counter(), time.process_time()
-        fetched = stages.fetch_window(self.repo, self.client, run, overlap=dt.timedelta(minutes=5))
-        stages.merge_snapshot(self.repo, run)
+        fetched, _ = stages.pull_window(
+            self.repo, self.client, run, overlap=dt.timedelta(minutes=5)
+        )
         pushed = stages.push_window(
             self.repo, self.client, run, lock_name=lock_name(BASE, self.repo.mapping)
         )
@@ -473,6 +490,8 @@ class Bench:
         )
         measured.slowest = list(DATABASE.slowest)
         measured.pulled, measured.pushed = len(fetched.records), pushed.updated
+        measured.conversions = conversions_so_far() - converted_before
+        measured.snapshot_reads = len(SNAPSHOT_READS)
         return measured
 
 
@@ -493,6 +512,15 @@ def backfill_keys(hours: int, now: dt.datetime) -> list[str]:
     return [partition_key_for(now - WINDOW * (count - 1 - i)) for i in range(count)]
 
 
+SNAPSHOT_READS: list[int] = []  # one entry per Repository.snapshot_records call
+
+
+def conversions_so_far() -> int:
+    from reconcile_pipeline.engine.convert import conversions
+
+    return conversions.value
+
+
 def instrument() -> None:
     """Time the engine's stages wherever they run (engine alone, and inside the assets), the
     asset bodies' work beyond them, and this process's PostgreSQL work."""
@@ -501,15 +529,22 @@ def instrument() -> None:
     from reconcile_pipeline.config import install
     from reconcile_pipeline.defs import assets
     from reconcile_pipeline.engine import frames, stages
+    from reconcile_pipeline.engine.repository import Repository
 
     for module in (stages, assets):
-        for name in ("fetch_window", "merge_snapshot", "push_window"):
+        for name in ("pull_window", "push_window"):
             CLOCK.wrap(module, name, name.split("_")[0])
     CLOCK.wrap(stages, "store_snapshot", "snapshot write")
     CLOCK.wrap(assets, "validate_mapping", "validate (asset)")
-    # Imported inside the asset at call time, or at the module's top: both are timed.
-    CLOCK.wrap(frames, "records_frame", "frame (asset)")
-    CLOCK.wrap(assets, "records_frame", "frame (asset)")
+    # Imported inside the asset at call time.
+    CLOCK.wrap(frames, "pulled_frame", "frame (asset)")
+    read_snapshot = Repository.snapshot_records
+
+    def counted_read(*args, **kwargs):
+        SNAPSHOT_READS.append(1)
+        return read_snapshot(*args, **kwargs)
+
+    Repository.snapshot_records = counted_read
     CLOCK.wrap(install, "capture_problems", "capture check (asset)")
 
 
@@ -658,7 +693,7 @@ def where_time_goes(name: str, m: Measured, floor_seconds: float) -> str:
     stages = ", ".join(
         f"{k} {v:.2f}" for k, v in sorted(m.stages.items(), key=lambda item: -item[1]) if v >= 0.005
     )
-    inside = sum(v for k, v in m.stages.items() if k in ("fetch", "merge", "push"))
+    inside = sum(v for k, v in m.stages.items() if k in ("pull", "push"))
     extras = sum(v for k, v in m.stages.items() if k.endswith("(asset)"))
     line = (
         f"  {name}: wall {m.wall:.2f} s = API floor {floor_seconds:.2f} + "
@@ -687,6 +722,11 @@ def where_time_goes(name: str, m: Measured, floor_seconds: float) -> str:
             f"{seconds:.2f} s on {database}: {' '.join(statement.split())[:90]}…"
             for seconds, database, statement in m.slowest
             if seconds >= 0.5
+        )
+    if m.pulled:
+        line += (
+            f"\n      convert once: {m.conversions / m.pulled:.2f} conversions per pulled record "
+            f"(floor 1), {m.snapshot_reads} snapshot reads (floor 0)"
         )
     if m.rate_limited:
         line += f"; {m.rate_limited} × 429"
@@ -739,6 +779,89 @@ def import_seconds() -> float:
         capture_output=True,
     )
     return time.perf_counter() - started
+
+
+RANGE_PROBE_AGES_DAYS = (1.5, 1000)  # goal 3: a young deployment and one ~3 years old
+
+
+def probe_range_run() -> None:
+    """In a child process (`--probe-range-run`): load the code location with the partitions
+    start of the environment, run the client's job over the last two windows as one range run
+    (nothing to pull: the base is idle) after a warm-up run, print the partitions and the range
+    run's wall time as JSON."""
+    import json
+
+    import dagster as dg
+
+    from reconcile_pipeline.definitions import defs
+    from reconcile_pipeline.defs.naming import reconcile_job_name, run_tags
+
+    job = defs.resolve_job_def(reconcile_job_name(CLIENT))
+    keys = backfill_keys(1, dt.datetime.now(dt.UTC))[-2:]
+    tags = run_tags(CLIENT, BASE, TOKEN_ENV)
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    walls = []
+    with dg.DagsterInstance.get() as instance:
+        for _ in range(2):  # the first is the process's cold run
+            time.sleep(1.2)  # the pacing window empties (settle)
+            started = time.perf_counter()
+            result = job.execute_in_process(
+                instance=instance,
+                tags={
+                    **tags,
+                    "dagster/asset_partition_range_start": keys[0],
+                    "dagster/asset_partition_range_end": keys[-1],
+                },
+                run_config=quiet,
+                raise_on_error=False,
+            )
+            walls.append(time.perf_counter() - started)
+            if not result.success:
+                raise RuntimeError(f"range run {result.run_id} failed")
+    print(
+        json.dumps({"partitions": len(job.partitions_def.get_partition_keys()), "wall": walls[-1]})
+    )
+
+
+def range_run_by_age() -> list[tuple[int, float]]:
+    """(partitions, wall of a warm 2-window range run) for each deployment age of
+    RANGE_PROBE_AGES_DAYS, each in a process of its own (the partitions are fixed at load)."""
+    import json
+
+    found = []
+    for days in RANGE_PROBE_AGES_DAYS:
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+        env = {**os.environ, "RECONCILE_PARTITIONS_START": start.isoformat(timespec="minutes")}
+        done = subprocess.run(
+            [sys.executable, __file__, "--probe-range-run"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"range run probe failed:\n{done.stdout}\n{done.stderr}")
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+        found.append((figures["partitions"], figures["wall"]))
+    return found
+
+
+def cli_sync_now(emulator) -> tuple[float, int]:
+    """`reconcile backfill` as a user types it to sync now, on an idle base: process start,
+    the project file, the database check, one run of the current window through Dagster, the
+    report. Its wall time and Airtable requests."""
+    before, _ = request_counts(emulator)
+    started = time.perf_counter()
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("reconcile")), "backfill"],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"reconcile backfill failed:\n{done.stdout}\n{done.stderr}")
+    after, _ = request_counts(emulator)
+    return wall, sum(after.values()) - sum(before.values())
 
 
 # ----- main ------------------------------------------------------------------------------------
@@ -809,7 +932,7 @@ def run(args) -> None:
 
 def measure(args, scenarios: dict[str, Scenario], bench: Bench) -> None:
     instrument()
-    results: dict[tuple[str, str], Measured] = {}
+    results: dict[tuple[str, str], Any] = {}  # Measured; ("e", "CLI"): (wall, requests)
     notes: list[str] = []
     partitions = len(bench.job.partitions_def.get_partition_keys())
 
@@ -817,6 +940,7 @@ def measure(args, scenarios: dict[str, Scenario], bench: Bench) -> None:
         progress(f"scenario ({key}) {scenarios[key].title}")
         prepare()
         results[(key, "Dagster")] = bench.dagster_run(keys_for(dt.datetime.now(dt.UTC)))
+        results[(key, "Dagster")].pulled = scenarios[key].pulled
         prepare()
         results[(key, "engine")] = bench.engine_run(*keys_range(keys_for(dt.datetime.now(dt.UTC))))
 
@@ -845,6 +969,22 @@ def measure(args, scenarios: dict[str, Scenario], bench: Bench) -> None:
                 + ", ".join(f"{m.wall:.2f}" for m in runs)
                 + " s"
             )
+
+    progress("scenario (e) `reconcile backfill` (sync now), idle")
+    cli_runs = []
+    for _ in range(args.idle_runs):
+        settle()
+        cli_runs.append(cli_sync_now(bench.emulator))
+    cli_walls = sorted(wall for wall, _ in cli_runs)
+    notes.append(
+        f"(e) `reconcile backfill` (sync now) on an idle base, {len(cli_runs)} runs: "
+        + ", ".join(f"{wall:.2f}" for wall, _ in cli_runs)
+        + f" s, {max(n for _, n in cli_runs)} Airtable request(s) each at most"
+    )
+    results[("e", "CLI")] = statistics.median(cli_walls), max(n for _, n in cli_runs)
+
+    progress("scenario (f) a 2-window range run, a young deployment and an old one")
+    results[("f", "Dagster")] = range_run_by_age()
 
     both("c", lambda: bench.airtable_edits(args.records), bench.tick_keys)
 
@@ -909,6 +1049,47 @@ def print_results(args, scenarios, results, seeds, notes, partitions) -> None:
                     target,
                 )
             )
+    for path in ("Dagster", "engine"):
+        m = results[("b", path)]
+        per_record = m.conversions / m.pulled if m.pulled else 0.0
+        ok = per_record <= 1.0 and m.snapshot_reads == 0
+        verdicts[path].append(ok)
+        rows.append(
+            (
+                "(b) convert once: conversions per pulled record" if path == "Dagster" else "",
+                path,
+                "—",
+                f"{per_record:.2f} / 1, {m.snapshot_reads} / 0 snapshot reads",
+                f"{per_record:.2f}×",
+                f"1 conversion, no snapshot read back: {mark(ok)}",
+            )
+        )
+    cli_wall, cli_requests = results[("e", "CLI")]
+    ok = cli_wall <= CLI_SYNC_TARGET
+    verdicts["Dagster"].append(ok)
+    rows.append(
+        (
+            "(e) `reconcile backfill` (sync now), idle",
+            "CLI",
+            f"{cli_requests} / 1 (1 list)",
+            f"{cli_wall:.2f} s / 0.0 s",
+            "—",
+            f"≤ {CLI_SYNC_TARGET:g} s, process start included: {mark(ok)}",
+        )
+    )
+    (young, young_wall), (old, old_wall) = results[("f", "Dagster")]
+    ok = old_wall / young_wall <= RANGE_AGE_RATIO_TARGET
+    verdicts["Dagster"].append(ok)
+    rows.append(
+        (
+            f"(f) 2-window range run, idle: {old:,} partitions vs {young:,}",
+            "Dagster",
+            "1 / 1 (1 list)",
+            f"{old_wall:.2f} s / {young_wall:.2f} s",
+            f"{old_wall / young_wall:.2f}×",
+            f"≤ {RANGE_AGE_RATIO_TARGET}× the young deployment's (flat): {mark(ok)}",
+        )
+    )
     seeds_requests, seeds_seconds, seeds_how = seeds
     b_floor = scenarios["b"].floor_seconds()
     rows.append(
@@ -953,14 +1134,6 @@ def print_results(args, scenarios, results, seeds, notes, partitions) -> None:
         for path in ("Dagster", "engine"):
             m = results[(key, path)]
             print(where_time_goes(f"({key}) {path}", m, scenarios[key].floor_seconds()))
-            if path == "engine" and m.pulled is not None and key != "a":
-                write = m.stages.get("snapshot write", 0.0) + m.stages.get("merge", 0.0)
-                if write > 0 and m.pulled:
-                    print(
-                        f"      stage 1 local work (snapshot write + merge): {write:.2f} s = "
-                        f"{m.pulled / write:,.0f} records/s for {m.pulled:,} pulled, "
-                        f"{m.pushed:,} pushed"
-                    )
     print(f"\nthe seeds' algorithm for (b): {seeds_how}")
     for note in notes:
         print(f"note: {note}")
@@ -984,7 +1157,11 @@ def main() -> int:
     )
     parser.add_argument("--seeds-slice-pull", type=int, default=500)
     parser.add_argument("--profile", action="store_true", help="profile Dagster runs (cProfile)")
+    parser.add_argument("--probe-range-run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.probe_range_run:  # the child process of scenario (f)
+        probe_range_run()
+        return 0
     defaults = (
         {
             "records": 1000,

@@ -29,10 +29,11 @@ from reconcile_pipeline.defs.project import ClientSpec, clients
 from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.engine import api_usage
 from reconcile_pipeline.engine.context import RunContext
+from reconcile_pipeline.engine.convert import PulledRecord
 from reconcile_pipeline.engine.mapping import TableMapping
 from reconcile_pipeline.engine.schema_cache import current_schema, unknown_to
 from reconcile_pipeline.engine.schema_cache import refresh as refresh_schema
-from reconcile_pipeline.engine.stages import fetch_window, merge_snapshot, push_window
+from reconcile_pipeline.engine.stages import pull_window, push_window
 from reconcile_pipeline.engine.validate import (
     Coverage,
     MappingError,
@@ -41,6 +42,8 @@ from reconcile_pipeline.engine.validate import (
 )
 
 OWNERS = ["team:revops-data"]
+# The pulled records' preview in the metadata (those of them the table maps).
+PREVIEW_COLUMNS = ("record_id", "status", "processing_status", "claimed_by", "airtable_modified_at")
 
 
 @contextlib.contextmanager
@@ -60,6 +63,24 @@ def counting_requests(
             context.log.warning("Could not count %d Airtable requests: %s", requests, exc)
 
 
+# The records the running run's pull converted, by (run id, client, table): the window's drift
+# check (a later step of the same run, in this process with the in-process executor) reads them
+# instead of reading the snapshot back and converting it again (issue 15, goal 7). Only the
+# latest run's are kept; a step in another process finds nothing and reads the snapshot.
+_pulled_by_run: dict[tuple[str, str, str], list[PulledRecord]] = {}
+
+
+def keep_pulled(run_id: str, mapping: TableMapping, records: list[PulledRecord]) -> None:
+    for kept in [k for k in _pulled_by_run if k[0] != run_id]:
+        del _pulled_by_run[kept]
+    _pulled_by_run[(run_id, mapping.client, mapping.name)] = records
+
+
+def pulled_in_run(run_id: str, mapping: TableMapping) -> list[PulledRecord] | None:
+    """What `run_id`'s pull of `mapping`'s table converted, if this process ran it."""
+    return _pulled_by_run.get((run_id, mapping.client, mapping.name))
+
+
 def run_context(context: dg.AssetExecutionContext, dry_run: bool = False) -> RunContext:
     window = context.partition_time_window
     return RunContext(
@@ -74,18 +95,27 @@ def lock_name(base: str, mapping: TableMapping) -> str:
 
 @dataclass(frozen=True)
 class TableAssets:
-    """The four assets of one synced table of one client."""
+    """The assets of one synced table of one client: `airtable_<table>` and `postgres_<table>`
+    (materialized together by one step, `pulled`), `postgres_dirty_<table>` and
+    `airtable_push_results`."""
 
     client: ClientSpec
     mapping: TableMapping
-    airtable: dg.AssetsDefinition
-    merged: dg.AssetsDefinition
+    pulled: dg.AssetsDefinition
     dirty: dg.AssetsDefinition
     pushed: dg.AssetsDefinition
 
     @property
+    def airtable_key(self) -> dg.AssetKey:
+        return dg.AssetKey([self.client.key, self.mapping.name, f"airtable_{self.mapping.name}"])
+
+    @property
+    def merged_key(self) -> dg.AssetKey:
+        return dg.AssetKey([self.client.key, self.mapping.name, f"postgres_{self.mapping.name}"])
+
+    @property
     def all(self) -> list[dg.AssetsDefinition]:
-        return [self.airtable, self.merged, self.dirty, self.pushed]
+        return [self.pulled, self.dirty, self.pushed]
 
 
 def build_table_assets(
@@ -95,7 +125,7 @@ def build_table_assets(
     the tables it links to (synced first: the dependency order is an asset dependency)."""
     key = mapping.name
     base = client.base_id
-    airtable_key = airtable_resource_key(client.key)
+    resource_key = airtable_resource_key(client.key)
     common = dict(
         partitions_def=reconcile_windows,
         # Every reconcile step of this base, however its run was launched, holds its pool.
@@ -105,11 +135,11 @@ def build_table_assets(
         owners=OWNERS,
         key_prefix=[client.key, key],
         # The client's own Airtable resource (its base, its token's variable) and the database.
-        required_resource_keys={airtable_key, "postgres"},
+        required_resource_keys={resource_key, "postgres"},
     )
 
     def resources(context: dg.AssetExecutionContext) -> tuple[AirtableResource, PostgresResource]:
-        return getattr(context.resources, airtable_key), context.resources.postgres
+        return getattr(context.resources, resource_key), context.resources.postgres
 
     def counted(context, airtable: AirtableResource, postgres: PostgresResource):
         """Count the step's Airtable requests in the month's API budget."""
@@ -129,23 +159,51 @@ def build_table_assets(
         except MappingError as error:
             raise dg.Failure(description=f"{key}: {error}") from None
 
-    @dg.asset(name=f"airtable_{key}", kinds={"airtable", "pandas"}, **common)
-    def airtable_records(
-        context: dg.AssetExecutionContext, config: PullConfig
-    ) -> dg.MaterializeResult:
-        """Airtable records created or modified in the window (plus the overlap), snapshotted."""
+    airtable_key = dg.AssetKey([client.key, key, f"airtable_{key}"])
+    merged_key = dg.AssetKey([client.key, key, f"postgres_{key}"])
+    spec_common = dict(group_name=client.key, owners=OWNERS)
+
+    @dg.multi_asset(
+        # One step: the paced listing streams into the merge (issue 15, goal 5).
+        name=f"{client.key}__{key}__pull_and_merge",
+        specs=[
+            dg.AssetSpec(
+                airtable_key,
+                description="Airtable records created or modified in the window (plus the "
+                "overlap), snapshotted.",
+                kinds={"airtable", "pandas"},
+                **spec_common,
+            ),
+            dg.AssetSpec(
+                merged_key,
+                description="The portal's rows after stage 1 merged the window's Airtable "
+                "records into them.",
+                deps=[airtable_key, *upstream],
+                kinds={"postgres"},
+                **spec_common,
+            ),
+        ],
+        partitions_def=reconcile_windows,
+        pool=base_pool(base),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        required_resource_keys={resource_key, "postgres"},
+    )
+    def pulled(context: dg.AssetExecutionContext, config: PullConfig) -> Iterator:
+        """Stage 1: the window's Airtable records (plus the overlap), listed, snapshotted and
+        merged into the portal's rows page by page as they arrive."""
         airtable, postgres = resources(context)
         with counted(context, airtable, postgres):
-            return pull(context, config, airtable, postgres)
+            yield from pull_and_merge(context, config, airtable, postgres)
 
-    def pull(
+    def pull_and_merge(
         context: dg.AssetExecutionContext,
         config: PullConfig,
         airtable: AirtableResource,
         postgres: PostgresResource,
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult]:
         from reconcile_pipeline.config.install import UPGRADE_HINT, capture_problems
 
+        started = time.monotonic()
         client = airtable.table_client(mapping)
         repo = postgres.repository(mapping)
         # A table without its capture trigger would have its portal edits silently never
@@ -161,55 +219,66 @@ def build_table_assets(
         coverage = checked(repo, client)
         repo = postgres.repository(resolve_mapping(mapping, schema))
         repo.register_tracked_columns()
-        window = run_context(context)
-        overlap = dt.timedelta(minutes=config.overlap_minutes)
+        read_again = {"schema": schema_fetched, "coverage": coverage}
+
+        def check_schema(records: list[dict]) -> TableMapping | None:
+            """Something new in Airtable (a field, an option): the merge must see today's
+            schema; re-read once per run."""
+            if read_again["schema"]:
+                return None
+            unknown = unknown_to(schema, repo, records)
+            if not unknown:
+                return None
+            context.log.info(
+                "The pull holds %s the cached schema does not know: re-reading it",
+                ", ".join(unknown[:5]),
+            )
+            fresh = refresh_schema(postgres.repository(mapping), client)
+            read_again["coverage"] = checked(postgres.repository(mapping), client)
+            read_again["schema"] = True
+            return resolve_mapping(mapping, fresh)
+
         try:
-            fetched = fetch_window(repo, client, window, overlap=overlap)
+            fetched, result = pull_window(
+                repo,
+                client,
+                run_context(context, config.dry_run),
+                overlap=dt.timedelta(minutes=config.overlap_minutes),
+                check_schema=check_schema,
+            )
         except AirtableRequestError as error:
-            if error.error_type != "UNKNOWN_FIELD_NAME" or schema_fetched:
+            if error.error_type != "UNKNOWN_FIELD_NAME" or read_again["schema"]:
                 raise
             # A mapped field is gone since the schema was cached: say which, clearly.
             context.log.warning("Airtable refused a mapped field: re-reading the schema")
             refresh_schema(postgres.repository(mapping), client)
             checked(postgres.repository(mapping), client)
             raise
-        unknown = unknown_to(schema, repo, fetched.records)
-        if unknown and not schema_fetched:
-            # Something new in Airtable: the merge must see today's fields and options.
-            context.log.info(
-                "The pull holds %s the cached schema does not know: re-reading it",
-                ", ".join(unknown[:5]),
-            )
-            refresh_schema(postgres.repository(mapping), client)
-            coverage = checked(postgres.repository(mapping), client)
-            schema_fetched = True
-        # pandas only here (the metadata's table schema and preview): loading the code
-        # location does not pay its import.
-        from reconcile_pipeline.engine.frames import records_frame
+        coverage = read_again["coverage"]
+        if not config.dry_run:  # a dry run's drift check has nothing of its own to compare
+            keep_pulled(context.run_id, mapping, result.records)
+        # pandas only when something was pulled (the preview): loading the code location and
+        # an idle tick's run never pay its import.
+        from reconcile_pipeline.engine.frames import column_dtypes, pulled_frame
 
-        frame = records_frame(repo.mapping, fetched.records)
+        preview = "_none_"
+        if result.records:
+            frame = pulled_frame(repo.mapping, result.records)
+            shown = [c for c in PREVIEW_COLUMNS if c in frame.columns]
+            preview = frame[shown].head(5).to_markdown(index=False)
         context.log.info(
-            "Pulled %d records in %d requests (%s)",
-            len(frame),
+            "Pulled %d records in %d requests (%s); stage 1: %s",
+            len(fetched.records),
             fetched.requests,
             coverage.summary(),
+            result.counts(),
         )
-        preview_columns = [
-            c
-            for c in (
-                "record_id",
-                "status",
-                "processing_status",
-                "claimed_by",
-                "airtable_modified_at",
-            )
-            if c in frame.columns
-        ]
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
+            asset_key=airtable_key,
             metadata=materialization_metadata(
                 context,
                 {
-                    "pulled": len(frame),
+                    "pulled": len(fetched.records),
                     "pages": fetched.pages,
                     "airtable_requests": fetched.requests,
                     "repeated_in_pull": fetched.repeated_in_pull,
@@ -219,40 +288,21 @@ def build_table_assets(
                     "duration_seconds": round(fetched.seconds, 3),
                     "field_coverage": coverage.summary(),
                     "schema": "read from Airtable in this run"
-                    if schema_fetched
+                    if read_again["schema"]
                     else "cached (re-read daily, or when a run meets a new field or option)",
-                    "dagster/row_count": len(frame),
+                    "dagster/row_count": len(result.records),
                     "dagster/column_schema": dg.TableSchema(
                         columns=[
-                            dg.TableColumn(name, str(dtype)) for name, dtype in frame.dtypes.items()
+                            dg.TableColumn(name, dtype)
+                            for name, dtype in column_dtypes(repo.mapping).items()
                         ]
                     ),
-                    "preview": dg.MetadataValue.md(
-                        frame[preview_columns].head(5).to_markdown(index=False)
-                        if len(frame)
-                        else "_none_"
-                    ),
+                    "preview": dg.MetadataValue.md(preview),
                 },
-            )
+            ),
         )
-
-    @dg.asset(
-        name=f"postgres_{key}",
-        deps=[airtable_records, *upstream],
-        kinds={"postgres"},
-        **common,
-    )
-    def merged(context: dg.AssetExecutionContext, config: ReconcileConfig) -> dg.MaterializeResult:
-        """The portal's rows after stage 1 merged the window's Airtable records into them."""
-        started = time.monotonic()
-        airtable, postgres = resources(context)
-        with counted(context, airtable, postgres):
-            result = merge_snapshot(
-                postgres.repository(resolved(airtable, postgres)),
-                run_context(context, config.dry_run),
-            )
-        context.log.info("Stage 1: %s", result.counts())
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
+            asset_key=merged_key,
             metadata=materialization_metadata(
                 context,
                 {
@@ -292,10 +342,10 @@ def build_table_assets(
                         ]
                     ),
                 },
-            )
+            ),
         )
 
-    @dg.asset(name=f"postgres_dirty_{key}", deps=[merged], kinds={"postgres"}, **common)
+    @dg.asset(name=f"postgres_dirty_{key}", deps=[merged_key], kinds={"postgres"}, **common)
     def dirty(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         """Portal-owned changes waiting to be pushed: every row dirty as of the window's end."""
         repo = resources(context)[1].repository(mapping)
@@ -364,7 +414,7 @@ def build_table_assets(
             )
         )
 
-    return TableAssets(client, mapping, airtable_records, merged, dirty, pushed)
+    return TableAssets(client, mapping, pulled, dirty, pushed)
 
 
 def build_client_assets(client: ClientSpec) -> list[TableAssets]:
@@ -373,7 +423,7 @@ def build_client_assets(client: ClientSpec) -> list[TableAssets]:
     built: dict[str, TableAssets] = {}
     for mapping in client.mappings:
         upstream = tuple(
-            built[spec.links_to].merged.key
+            built[spec.links_to].merged_key
             for spec in mapping.link_fields
             if spec.links_to in built and spec.links_to != mapping.name
         )

@@ -13,8 +13,9 @@ import datetime as dt
 
 import dagster as dg
 
-from reconcile_pipeline.defs.assets import TableAssets, project_tables
+from reconcile_pipeline.defs.assets import TableAssets, project_tables, pulled_in_run
 from reconcile_pipeline.defs.metadata import markdown_table
+from reconcile_pipeline.defs.partitions import reconcile_windows
 from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.engine import api_usage, invariants
 from reconcile_pipeline.engine.invariants import Finding
@@ -41,51 +42,16 @@ def _result(
     if op_context.has_partitions:
         window = op_context.partition_time_window
         metadata["window"] = f"{window.start:%Y-%m-%d %H:%M} → {window.end:%Y-%m-%d %H:%M} UTC"
-    record_for_each_window(context, finding.passed, severity, metadata, finding.summary)
     return dg.AssetCheckResult(
         passed=finding.passed, severity=severity, metadata=metadata, description=finding.summary
     )
-
-
-def record_for_each_window(
-    context: dg.AssetCheckExecutionContext,
-    passed: bool,
-    severity: dg.AssetCheckSeverity,
-    metadata: dict,
-    description: str,
-) -> None:
-    """In a range run (a backfill), Dagster plans each check once per window but records the
-    check's one result for the run alone: every window's check would stay planned, listed as
-    "Skipped" in the UI (a wall of them for a long backfill). The result holds for the whole
-    range, so it is recorded for each window too (`evaluated_for_range`); alerts go out once,
-    for the run's own result (sensors.py skips these copies)."""
-    op_context = context.op_execution_context
-    if not op_context.has_partition_key_range:
-        return
-    keys = op_context.partition_keys
-    if len(keys) < 2:
-        return
-    [spec] = context.check_specs
-    copied = {**metadata, "evaluated_for_range": f"{keys[0]} … {keys[-1]} ({len(keys)} windows)"}
-    for key in keys:
-        op_context.log_event(
-            dg.AssetCheckEvaluation(
-                asset_key=spec.asset_key,
-                check_name=spec.name,
-                passed=passed,
-                metadata=copied,
-                severity=severity,
-                description=description,
-                partition=key,
-            )
-        )
 
 
 def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
     """The checks of one synced table (the same names on each table's assets)."""
     mapping = table.mapping
 
-    @dg.asset_check(asset=table.airtable)
+    @dg.asset_check(asset=table.airtable_key, partitions_def=reconcile_windows)
     def no_record_twice_in_pull(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -96,7 +62,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         )
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
-    @dg.asset_check(asset=table.merged, blocking=True)
+    @dg.asset_check(asset=table.merged_key, blocking=True, partitions_def=reconcile_windows)
     def no_echo_marked_dirty(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -104,7 +70,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.echoes_marked_dirty(postgres.repository(mapping), context.run.run_id)
         return _result(context, finding, dg.AssetCheckSeverity.ERROR)
 
-    @dg.asset_check(asset=table.merged, blocking=True)
+    @dg.asset_check(asset=table.merged_key, blocking=True, partitions_def=reconcile_windows)
     def one_lead_per_airtable_record(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -112,7 +78,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.duplicate_leads(postgres.repository(mapping))
         return _result(context, finding, dg.AssetCheckSeverity.ERROR)
 
-    @dg.asset_check(asset=table.merged)
+    @dg.asset_check(asset=table.merged_key, partitions_def=reconcile_windows)
     def no_duplicate_contacts(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -120,7 +86,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.duplicate_contacts(postgres.repository(mapping))
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
-    @dg.asset_check(asset=table.merged)
+    @dg.asset_check(asset=table.merged_key, partitions_def=reconcile_windows)
     def no_new_quarantine(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -128,7 +94,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.quarantine_growth(postgres.repository(mapping), context.run.run_id)
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
-    @dg.asset_check(asset=table.merged)
+    @dg.asset_check(asset=table.merged_key, partitions_def=reconcile_windows)
     def pull_continuity(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -139,7 +105,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         )
         return _result(context, finding, dg.AssetCheckSeverity.ERROR)
 
-    @dg.asset_check(asset=table.pushed)
+    @dg.asset_check(asset=table.pushed, partitions_def=reconcile_windows)
     def no_portal_writes_to_airtable_fields(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -150,7 +116,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         )
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
-    @dg.asset_check(asset=table.pushed)
+    @dg.asset_check(asset=table.pushed, partitions_def=reconcile_windows)
     def no_repeated_push(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -158,7 +124,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         finding = invariants.repeated_pushes(postgres.repository(mapping), context.run.run_id)
         return _result(context, finding, dg.AssetCheckSeverity.ERROR)
 
-    @dg.asset_check(asset=table.pushed)
+    @dg.asset_check(asset=table.pushed, partitions_def=reconcile_windows)
     def push_error_rate(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -168,15 +134,18 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
         )
         return _result(context, finding, dg.AssetCheckSeverity.ERROR)
 
-    @dg.asset_check(asset=table.pushed)
+    @dg.asset_check(asset=table.pushed, partitions_def=reconcile_windows)
     def no_drift_in_window(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
         """After the run, the window's records agree on both sides (pending portal edits aside)."""
-        finding = invariants.window_drift(postgres.repository(mapping), context.run.run_id)
+        run_id = context.run.run_id
+        finding = invariants.window_drift(
+            postgres.repository(mapping), run_id, pulled_in_run(run_id, mapping)
+        )
         return _result(context, finding, dg.AssetCheckSeverity.WARN)
 
-    @dg.asset_check(asset=table.pushed)
+    @dg.asset_check(asset=table.pushed, partitions_def=reconcile_windows)
     def reconcile_is_fresh(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -186,7 +155,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
 
     client = table.client
 
-    @dg.asset_check(asset=table.pushed, blocking=False)
+    @dg.asset_check(asset=table.pushed, blocking=False, partitions_def=reconcile_windows)
     def airtable_api_budget(
         context: dg.AssetCheckExecutionContext, postgres: PostgresResource
     ) -> dg.AssetCheckResult:
@@ -208,9 +177,6 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
             "projected_share": round(budget.projected_share, 4),
             "schedule_cadence_minutes": budget.cadence_minutes(),
         }
-        record_for_each_window(
-            context, budget.passed, dg.AssetCheckSeverity.WARN, budget_metadata, budget.summary()
-        )
         return dg.AssetCheckResult(
             passed=budget.passed,
             severity=dg.AssetCheckSeverity.WARN,

@@ -10,8 +10,8 @@ class ReconcileConfig(dg.Config):
     dry_run: bool = False
 
 
-class PullConfig(dg.Config):
-    """How far before a window's start the pull reaches (a change stamped just before the
-    previous window closed, or by a skewed clock, is still seen)."""
+class PullConfig(ReconcileConfig):
+    """The pull's `dry_run`, and how far before a window's start it reaches (a change stamped
+    just before the previous window closed, or by a skewed clock, is still seen)."""
 
     overlap_minutes: int = 5

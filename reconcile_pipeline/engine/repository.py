@@ -331,22 +331,6 @@ class Repository:
             ).scalars()
         )
 
-    def all_leads(self, conn: Connection) -> dict[str, dict]:
-        """Every linked lead's canonical mapped values (for the full reconcile's comparison)."""
-        select_list = ", ".join([self.key_sql] + [_quote(c) for c in self._columns])
-        rows = conn.execute(
-            text(
-                f"SELECT {select_list} FROM {self.table_sql} WHERE {self.key_sql} IS NOT NULL "
-                f"AND {self.client_rows()}"
-            ),
-            self.client_params,
-        ).all()
-        specs = self.mapping.fields
-        return {
-            row[0]: {spec.column: from_postgres(spec, row[i + 1]) for i, spec in enumerate(specs)}
-            for row in rows
-        }
-
     def leads_of(self, conn: Connection, record_ids: Sequence[str]) -> dict[str, dict]:
         """The canonical mapped values of this client's leads linked to `record_ids` (the full
         reconcile's comparison, one batch of the listing at a time)."""

@@ -157,7 +157,7 @@ def run(definitions, resources, overlap_minutes: int = 5, when: dt.datetime | No
         partition_key=partition_key_for(when or dt.datetime.now(dt.UTC)),
         run_config={
             "ops": {
-                f"{CLIENT}__{table}__airtable_{table}": {
+                f"{CLIENT}__{table}__pull_and_merge": {
                     "config": {"overlap_minutes": overlap_minutes}
                 }
                 for table in ("campaigns", "prospects")
@@ -178,7 +178,8 @@ def test_campaigns_sync_first_and_a_link_is_stored_as_the_campaign_row_key(own_b
     assert [t.mapping.name for t in tables] == ["campaigns", "prospects"]
     prospects = next(t for t in tables if t.mapping.name == "prospects")
     campaigns = next(t for t in tables if t.mapping.name == "campaigns")
-    assert campaigns.merged.key in prospects.merged.dependency_keys  # an asset dependency
+    # An asset dependency.
+    assert campaigns.merged_key in prospects.pulled.asset_deps[prospects.merged_key]
 
     # Created and linked in the same window.
     [spring] = own_base.seed_records(

@@ -137,8 +137,9 @@ def test_each_client_has_its_assets_group_pool_jobs_schedules_resource_and_tags(
     defs, _ = deployment
     repository = defs.get_repository_def()
     for key, base in BASES.items():
-        asset = defs.resolve_assets_def(dg.AssetKey([key, "leads", "airtable_leads"]))
-        assert asset.group_names_by_key[asset.key] == key
+        pulled = dg.AssetKey([key, "leads", "airtable_leads"])
+        asset = defs.resolve_assets_def(pulled)  # with postgres_leads: one step
+        assert asset.group_names_by_key[pulled] == key
         assert asset.op.pool == base_pool(base)
         assert f"airtable_{key}" in asset.required_resource_keys
         job = defs.resolve_job_def(reconcile_job_name(key))

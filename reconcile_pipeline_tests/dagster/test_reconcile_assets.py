@@ -131,6 +131,34 @@ def test_one_window_pulls_merges_and_pushes_with_readable_metadata(
     assert "UTC" in window
 
 
+def test_a_run_converts_each_pulled_record_once_and_never_reads_its_snapshot_back(
+    emulator, resources, monkeypatch
+):
+    """Issue 15, goal 7: the pull converts each record as it streams in; the merge, the frame
+    in the metadata and the window's drift check use those typed records (the snapshot is
+    written for the record, never read back by the run that wrote it)."""
+    from reconcile_pipeline.engine.convert import conversions
+    from reconcile_pipeline.engine.repository import Repository
+
+    emulator.seed_records(BASE, TABLE, [lead_fields(i) for i in range(40)])
+    reads = []
+    read_snapshot = Repository.snapshot_records
+    monkeypatch.setattr(
+        Repository,
+        "snapshot_records",
+        lambda *a, **k: reads.append(1) or read_snapshot(*a, **k),
+    )
+    before = conversions.value
+
+    result = materialize(resources, partition_key=partition_key_for(dt.datetime.now(dt.UTC)))
+
+    assert result.success
+    assert check_results(result)["leads/no_drift_in_window"] is True
+    assert metadata(result, "airtable_leads")["pulled"] == 40
+    assert conversions.value - before == 40  # the demo's campaigns table is empty
+    assert reads == []
+
+
 def test_a_72_window_range_is_one_run_with_one_airtable_query(emulator, resources):
     now = dt.datetime.now(dt.UTC)
     count = 450
