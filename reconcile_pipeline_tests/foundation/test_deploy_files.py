@@ -4,21 +4,30 @@ Docker, Kubernetes and Helm are not run here: the files are read and checked for
 The user code image (Dockerfile), the single-host deployment (deploy/docker-compose.yaml,
 deploy/dagster-docker.yaml, deploy/workspace-docker.yaml) and the Helm values
 (deploy/helm/values.yaml) must serve the same code location module, carry the same instance
-settings as the repository's dagster.yaml (run coordinator, the `concurrency:` block, run
-monitoring), depend on nothing of the local setup (embedded PostgreSQL, the Airtable emulator,
-local data files) and hold no secret value, only references to the environment or to Secrets.
+settings as the repository's dagster.yaml (the storage class, run coordinator, the
+`concurrency:` block, run monitoring), give every process that opens the Docker instance the
+storage module (the webserver/daemon image copies it, the user code image installs it, and
+.dockerignore lets it in), depend on nothing of the local setup (embedded PostgreSQL, the
+Airtable emulator, local data files) and hold no secret value, only references to the
+environment or to Secrets.
 
 Every check reads the files from a root folder (`load_files`) and returns the problems it
 finds (`problems`), so `test_a_changed_copy_is_reported` proves each check fails on a copy of
 the files with one thing changed.
 """
 
+import ast
+import importlib
+import json
+import posixpath
 import re
 import shlex
 import shutil
+import sys
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +55,23 @@ YAML_FILES = {
     "compose": "deploy/docker-compose.yaml",
     "helm": "deploy/helm/values.yaml",
 }
-TEXT_FILES = ("Dockerfile", "deploy/Dockerfile.dagster", ".dockerignore", "pyproject.toml")
+# The storage module dagster.yaml selects and its package: the webserver/daemon image copies
+# exactly these (deploy/Dockerfile.dagster), and the copies the mutation cases start from hold them.
+STORAGE_SOURCES = ("reconcile_pipeline/__init__.py", "reconcile_pipeline/dagster_storage.py")
+TEXT_FILES = (
+    "Dockerfile",
+    "deploy/Dockerfile.dagster",
+    ".dockerignore",
+    "pyproject.toml",
+    *STORAGE_SOURCES,
+)
+DAGSTER_IMAGE = "deploy/Dockerfile.dagster"
+# The webserver and the daemon: built from deploy/Dockerfile.dagster with the repository root as
+# context (it copies the storage module), each loading the workspace file given by `-w`.
+DAGSTER_SERVICES = ("dagster-webserver", "dagster-daemon")
+DAGSTER_IMAGE_BUILD = ("..", DAGSTER_IMAGE)
+# What .dockerignore must keep out of the build context (the repository root).
+NEVER_IN_CONTEXT = (".reconcile", ".venv", ".env", "deploy/.env")
 # Files that must hold no secret and nothing of the local setup.
 DEPLOY_FILES = (
     "Dockerfile",
@@ -146,6 +171,187 @@ def pyproject_pins(files: Files) -> dict[str, str]:
     return pins
 
 
+def dockerfile_copies(text: str) -> list[tuple[list[str], str]]:
+    """(sources, absolute destination) of every COPY or ADD from the build context (not
+    `--from` a stage), ARG defaults substituted, a relative destination resolved against the
+    WORKDIR in force; a destination ending in / stays so."""
+    args = dockerfile_settings(text, "ARG")
+    workdir = "/"
+    copies: list[tuple[list[str], str]] = []
+    for word, rest in dockerfile(text):
+        rest = re.sub(
+            r"\$\{(\w+)\}|\$(\w+)",
+            lambda m: args.get(m.group(1) or m.group(2), m.group(0)),
+            rest,
+        )
+        if word == "WORKDIR":
+            workdir = posixpath.normpath(posixpath.join(workdir, rest.strip()))
+            continue
+        if word not in ("COPY", "ADD"):
+            continue
+        parts = json.loads(rest) if rest.startswith("[") else shlex.split(rest)
+        if any(part.startswith("--from") for part in parts):
+            continue
+        parts = [part for part in parts if not part.startswith("--")]
+        if len(parts) < 2:
+            continue
+        *sources, dest = parts
+        slash = "/" if dest.endswith("/") else ""
+        dest = posixpath.normpath(posixpath.join(workdir, dest))
+        copies.append((sources, dest.rstrip("/") + slash if dest != "/" else "/"))
+    return copies
+
+
+def copied_to(copies: list[tuple[list[str], str]], rel: str) -> list[str]:
+    """Where an image puts the context's file `rel`: the destination of every COPY whose source
+    is that file or a folder holding it."""
+    targets = []
+    for sources, dest in copies:
+        for source in sources:
+            src = posixpath.normpath(source)
+            if src == rel:
+                into_folder = dest.endswith("/") or len(sources) > 1
+                targets.append(
+                    posixpath.join(dest, posixpath.basename(rel)) if into_folder else dest
+                )
+            elif src == "." or rel.startswith(src + "/"):
+                targets.append(posixpath.join(dest, rel if src == "." else rel[len(src) + 1 :]))
+    return targets
+
+
+def dockerignore_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern (Go's filepath.Match syntax plus `**`) as a regular expression."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        else:
+            char = pattern[i]
+            out += {"*": "[^/]*", "?": "[^/]"}.get(char, re.escape(char))
+            i += 1
+    return re.compile(out)
+
+
+def dockerignore_excludes(text: str, rel: str) -> bool:
+    """Whether .dockerignore keeps `rel` (a path from the context root) out of the build
+    context, as Docker reads it: each pattern is matched against the path and every folder
+    holding it, and the last matching line decides (`!` lets the path back in)."""
+    parts = rel.split("/")
+    paths = ["/".join(parts[: index + 1]) for index in range(len(parts))]
+    excluded = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = posixpath.normpath(line.removeprefix("!").strip()).lstrip("/")
+        regex = dockerignore_regex(pattern)
+        if any(regex.fullmatch(path) for path in paths):
+            excluded = not negate
+    return excluded
+
+
+def module_files(module: str, root: Path) -> list[str]:
+    """The files importing `module` reads: each package's __init__.py, then the module's own file
+    (its package's __init__.py when it is a folder of `root`)."""
+    parts = module.split(".")
+    files = ["/".join(parts[:index]) + "/__init__.py" for index in range(1, len(parts))]
+    path = "/".join(parts)
+    files.append(f"{path}/__init__.py" if (root / path).is_dir() else f"{path}.py")
+    return files
+
+
+def module_imports(files: Files, module: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The project files importing `module` needs (its own, its packages', and those of every
+    project module it imports, transitively), and each (file, top-level name) of a module from
+    outside the project they import."""
+    project = module.split(".")[0]
+    needed: list[str] = []
+    outside: list[tuple[str, str]] = []
+    todo = [module]
+    while todo:
+        current = todo.pop()
+        for rel in module_files(current, files.root):
+            if rel in needed:
+                continue
+            needed.append(rel)
+            source = files.root / rel
+            if not source.is_file():
+                continue
+            name = rel.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+            package = name if rel.endswith("__init__.py") else name.rpartition(".")[0]
+            for node in ast.walk(ast.parse(source.read_text())):
+                imported: list[str] = []
+                if isinstance(node, ast.Import):
+                    imported = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    base = node.module or ""
+                    if node.level:
+                        anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                        base = ".".join([*anchor, *([base] if base else [])])
+                    imported = [base]
+                    for alias in node.names:  # `from package import submodule`
+                        path = files.root / base.replace(".", "/") / alias.name
+                        if path.is_dir() or path.with_suffix(".py").is_file():
+                            imported.append(f"{base}.{alias.name}")
+                for dotted in imported:
+                    top = dotted.split(".")[0]
+                    if top == project:
+                        todo.append(dotted)
+                    elif top:
+                        outside.append((rel, top))
+    return needed, outside
+
+
+@cache
+def installed_by(text: str) -> frozenset[str]:
+    """The distributions a Dockerfile's `pip install "name==version"` lines put in the image, and
+    everything they require, as this environment's package metadata tells (the same releases:
+    the images pin pyproject.toml's versions)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    runs = " ".join(args for word, args in dockerfile(text) if word == "RUN")
+    todo = re.findall(r"[\"']([A-Za-z0-9_.-]+)==", runs)
+    seen: set[str] = set()
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requirements = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for line in requirements:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return frozenset(seen)
+
+
+@cache
+def import_names() -> dict[str, list[str]]:
+    """Top-level import name -> the distributions providing it, in this environment."""
+    from importlib import metadata
+
+    return dict(metadata.packages_distributions())
+
+
+def provided(top_level: str, distributions: frozenset[str]) -> bool:
+    """Whether the import name `top_level` is the standard library's or one of `distributions`'."""
+    from packaging.utils import canonicalize_name
+
+    if top_level in sys.stdlib_module_names or top_level == "__future__":
+        return True
+    names = {*import_names().get(top_level, []), top_level}
+    return any(canonicalize_name(name) in distributions for name in names)
+
+
 def compose_env(service: dict[str, Any]) -> dict[str, str | None]:
     """A compose service's environment (merge keys already applied by the YAML loader);
     None for a variable passed through by name."""
@@ -156,6 +362,14 @@ def compose_env(service: dict[str, Any]) -> dict[str, str | None]:
             for item in env
         }
     return {name: (None if value is None else str(value)) for name, value in env.items()}
+
+
+def docker_storage_db(files: Files) -> dict[str, Any]:
+    """The postgres_db config of deploy/dagster-docker.yaml's storage (custom or stock)."""
+    storage = files.docker_instance.get("storage") or {}
+    config = ((storage.get("custom") or {}).get("config") or {}) if "custom" in storage else None
+    db = (config if config is not None else storage.get("postgres") or {}).get("postgres_db")
+    return db if isinstance(db, dict) else {}
 
 
 def helm_user_deployments(files: Files) -> list[dict[str, Any]]:
@@ -465,9 +679,7 @@ def check_launchers(files: Files) -> list[str]:
     forwarded = [str(item).partition("=")[0] for item in config.get("env_vars") or []]
     storage_vars = [
         value["env"]
-        for value in ((files.docker_instance.get("storage") or {}).get("postgres") or {})
-        .get("postgres_db", {})
-        .values()
+        for value in docker_storage_db(files).values()
         if isinstance(value, dict) and "env" in value
     ]
     for var in (*storage_vars, *RUN_SECRETS):
@@ -511,10 +723,12 @@ def check_launchers(files: Files) -> list[str]:
 
 def check_instance_database(files: Files) -> list[str]:
     found = []
-    storage = files.docker_instance.get("storage") or {}
-    db = (storage.get("postgres") or {}).get("postgres_db")
+    db = docker_storage_db(files)
     if not db:
-        found.append("deploy/dagster-docker.yaml: storage is not postgres.postgres_db")
+        found.append(
+            "deploy/dagster-docker.yaml: the storage config is not postgres_db (the instance "
+            "database from DAGSTER_PG_*)"
+        )
     else:
         for field in ("username", "password", "hostname", "db_name"):
             if not (isinstance(db.get(field), dict) and "env" in db[field]):
@@ -551,6 +765,103 @@ def check_instance_database(files: Files) -> list[str]:
         )
     if "postgresqlPassword" in pg:
         found.append("deploy/helm/values.yaml: postgresql.postgresqlPassword is set")
+    return found
+
+
+STOCK_STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
+
+
+def check_storage(files: Files) -> list[str]:
+    """The Docker instance selects dagster.yaml's storage class, with a config that class
+    accepts, and every image whose processes open that instance can import it: the
+    webserver/daemon image copies the module (and whatever project module it imports) onto its
+    PYTHONPATH and installs every other module it imports; the user code image (code server,
+    `reconcile-init`, run containers) copies it into the project it installs. The Helm chart
+    cannot select a storage class: its values must not try."""
+    found = []
+    reference = (files.instance.get("storage") or {}).get("custom") or {}
+    if not reference.get("module") or not reference.get("class"):
+        found.append("dagster.yaml: storage is not `custom:` with a module and a class")
+    storage = files.docker_instance.get("storage") or {}
+    custom = storage.get("custom")
+    if not isinstance(custom, dict):
+        found.append(
+            f"deploy/dagster-docker.yaml: storage is {sorted(storage)}, not custom: with "
+            f"dagster.yaml's class {reference.get('class')!r}"
+        )
+        custom = {}
+    for field in ("module", "class"):
+        if custom and custom.get(field) != reference.get(field):
+            found.append(
+                f"deploy/dagster-docker.yaml: storage {field} {custom.get(field)!r} is not "
+                f"dagster.yaml's {reference.get(field)!r}"
+            )
+    module, name = custom.get("module"), custom.get("class")
+    if not (module and name):
+        return found
+
+    from dagster._config import validate_config
+
+    try:
+        storage_class = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        found.append(
+            f"deploy/dagster-docker.yaml: cannot import the storage {module}.{name}: {exc}"
+        )
+    else:
+        result = validate_config(storage_class.config_type(), custom.get("config") or {})
+        if not result.success:
+            found.append(
+                f"deploy/dagster-docker.yaml: {name} refuses its storage config: "
+                + "; ".join(error.message for error in result.errors)
+            )
+
+    dagster_text = files.text[DAGSTER_IMAGE]
+    path_dirs = [
+        folder
+        for folder in dockerfile_settings(dagster_text, "ENV").get("PYTHONPATH", "").split(":")
+        if folder
+    ]
+    dagster_copies = dockerfile_copies(dagster_text)
+    user_copies = dockerfile_copies(files.text["Dockerfile"])
+    ignore = files.text[".dockerignore"]
+    needed, outside = module_imports(files, module)
+    for rel in needed:
+        if not (files.root / rel).is_file():
+            found.append(f"{rel}: no such file, needed to import the storage {module}")
+        targets = copied_to(dagster_copies, rel)
+        if not any(posixpath.join(folder, rel) in targets for folder in path_dirs):
+            found.append(
+                f"deploy/Dockerfile.dagster: does not copy {rel} onto its PYTHONPATH "
+                f"({':'.join(path_dirs) or 'unset'}): the webserver and the daemon could not "
+                f"import the instance's storage {module}"
+            )
+        if not copied_to(user_copies, rel):
+            found.append(
+                f"Dockerfile: does not copy {rel}: the code server and run containers could not "
+                f"import the instance's storage {module}"
+            )
+        if dockerignore_excludes(ignore, rel):
+            found.append(
+                f".dockerignore: excludes {rel}, which both images need for the instance's "
+                f"storage {module}"
+            )
+    distributions = installed_by(dagster_text)
+    for rel, top_level in outside:
+        if not provided(top_level, distributions):
+            found.append(
+                f"{rel}: imports {top_level}, which deploy/Dockerfile.dagster does not install: "
+                "the webserver and the daemon could not load the instance's storage"
+            )
+
+    extra = files.helm.get("additionalInstanceConfig") or {}
+    for key in STOCK_STORAGE_KEYS:
+        if key in extra:
+            found.append(
+                f"deploy/helm/values.yaml: additionalInstanceConfig sets {key}: the chart always "
+                "renders dagster_postgres's run, event log and schedule storage (Dagster refuses "
+                "`storage` beside them, and the chart's images lack the project's module)"
+            )
     return found
 
 
@@ -603,17 +914,52 @@ def check_images(files: Files) -> list[str]:
             found.append(f"deploy/Dockerfile.dagster: does not install {package} (pinned)")
 
     services = files.compose.get("services") or {}
-    for name in ("dagster-webserver", "dagster-daemon"):
+    for name in DAGSTER_SERVICES:
         build = (services.get(name) or {}).get("build") or {}
-        if (build.get("context"), build.get("dockerfile")) != (".", "Dockerfile.dagster"):
+        if (build.get("context"), build.get("dockerfile")) != DAGSTER_IMAGE_BUILD:
             found.append(
-                f"deploy/docker-compose.yaml: {name} is not built from deploy/Dockerfile.dagster"
+                f"deploy/docker-compose.yaml: {name} is not built from deploy/Dockerfile.dagster "
+                "with the repository root as context (context .., dockerfile "
+                "deploy/Dockerfile.dagster)"
             )
 
-    ignored = {line.strip() for line in files.text[".dockerignore"].splitlines()}
-    for entry in (".reconcile", ".venv", ".env"):
-        if entry not in ignored:
+    # The webserver/daemon image: the instance file where Dagster reads it, the workspace file
+    # where each service's `-w` names it, every source a file of the repository root.
+    dagster_text = files.text[DAGSTER_IMAGE]
+    dagster_copies = dockerfile_copies(dagster_text)
+    home = dockerfile_settings(dagster_text, "ENV").get("DAGSTER_HOME")
+    instance_target = posixpath.join(home or "$DAGSTER_HOME", "dagster.yaml")
+    if instance_target not in copied_to(dagster_copies, "deploy/dagster-docker.yaml"):
+        found.append(
+            f"deploy/Dockerfile.dagster: does not copy deploy/dagster-docker.yaml to "
+            f"{instance_target} (DAGSTER_HOME/dagster.yaml)"
+        )
+    workspace_targets = copied_to(dagster_copies, "deploy/workspace-docker.yaml")
+    for name in DAGSTER_SERVICES:
+        command = [str(part) for part in (services.get(name) or {}).get("command") or []]
+        workspace = command[command.index("-w") + 1] if "-w" in command[:-1] else None
+        if workspace not in workspace_targets:
+            found.append(
+                f"deploy/Dockerfile.dagster: does not copy deploy/workspace-docker.yaml to "
+                f"{workspace!r}, the workspace the {name} service loads (-w)"
+            )
+    for sources, _ in dagster_copies:
+        for source in sources:
+            if not (files.root / posixpath.normpath(source)).is_file():
+                found.append(
+                    f"deploy/Dockerfile.dagster: COPY {source}: no such file in the repository "
+                    "root, its build context"
+                )
+
+    ignore = files.text[".dockerignore"]
+    for entry in NEVER_IN_CONTEXT:
+        if not dockerignore_excludes(ignore, entry):
             found.append(f".dockerignore: does not exclude {entry}")
+    for rel in ("Dockerfile", DAGSTER_IMAGE):
+        for sources, _ in dockerfile_copies(files.text[rel]):
+            for source in sources:
+                if dockerignore_excludes(ignore, posixpath.normpath(source)):
+                    found.append(f".dockerignore: excludes {source}, which {rel} copies")
     return found
 
 
@@ -684,6 +1030,7 @@ CHECKS: tuple[Callable[[Files], list[str]], ...] = (
     check_instance_config_loads,
     check_launchers,
     check_instance_database,
+    check_storage,
     check_images,
     check_local_setup,
     check_secrets,
@@ -749,9 +1096,38 @@ def service(data: dict[str, Any], name: str) -> dict[str, Any]:
     return data["services"][name]
 
 
+def docker_db(data: dict[str, Any]) -> dict[str, Any]:
+    return data["storage"]["custom"]["config"]["postgres_db"]
+
+
+def edits(*changes: Callable[[Path], None]) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        for change in changes:
+            change(root)
+
+    return apply
+
+
+def copy_from_repo(*rels: str) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        for rel in rels:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / rel, root / rel)
+
+    return apply
+
+
+def prepend(rel: str, text: str) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        (root / rel).write_text(text + (root / rel).read_text())
+
+    return apply
+
+
 DOCKER = "deploy/dagster-docker.yaml"
 HELM = "deploy/helm/values.yaml"
 COMPOSE = "deploy/docker-compose.yaml"
+STORAGE_MODULE = "reconcile_pipeline/dagster_storage.py"
 PAT = "pat" + "A1b2C3d4E5f6G7" + "." + "0123456789abcdef" * 4
 
 CASES: dict[str, tuple[Callable[[Path], None], str]] = {
@@ -959,10 +1335,122 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     ),
     # --- the instance database
     "docker storage literal": (
-        edit_yaml(
-            DOCKER, lambda d: d["storage"]["postgres"]["postgres_db"].update(hostname="db.internal")
-        ),
+        edit_yaml(DOCKER, lambda d: docker_db(d).update(hostname="db.internal")),
         "storage hostname is not read from the environment",
+    ),
+    "docker storage password literal": (
+        edit_yaml(DOCKER, lambda d: docker_db(d).update(password="s3cret")),
+        "storage password is not read from the environment",
+    ),
+    "docker storage url": (
+        edit_yaml(
+            DOCKER,
+            lambda d: d["storage"]["custom"].update(
+                config={"postgres_url": {"env": "DAGSTER_POSTGRES_URL"}}
+            ),
+        ),
+        "the storage config is not postgres_db",
+    ),
+    # --- the storage class
+    "docker stock storage": (
+        edit_yaml(
+            DOCKER, lambda d: d.update(storage={"postgres": d["storage"]["custom"]["config"]})
+        ),
+        "storage is ['postgres'], not custom:",
+    ),
+    "docker storage class": (
+        edit_yaml(
+            DOCKER, lambda d: d["storage"]["custom"].update({"class": "DagsterPostgresStorage"})
+        ),
+        "storage class 'DagsterPostgresStorage' is not dagster.yaml's 'PooledPostgresStorage'",
+    ),
+    "docker storage module": (
+        edit_yaml(DOCKER, lambda d: d["storage"]["custom"].update(module="dagster_postgres")),
+        "storage module 'dagster_postgres' is not dagster.yaml's",
+    ),
+    "dagster.yaml storage changed alone": (
+        edit_yaml(
+            "dagster.yaml", lambda d: d["storage"]["custom"].update({"class": "OtherStorage"})
+        ),
+        "storage class 'PooledPostgresStorage' is not dagster.yaml's 'OtherStorage'",
+    ),
+    "docker storage config refused": (
+        edit_yaml(DOCKER, lambda d: docker_db(d).update(database="dagster")),
+        "PooledPostgresStorage refuses its storage config",
+    ),
+    "Dockerfile.dagster storage not copied": (
+        edit_text(
+            DAGSTER_IMAGE,
+            "COPY reconcile_pipeline/__init__.py reconcile_pipeline/dagster_storage.py ",
+            "COPY reconcile_pipeline/__init__.py ",
+        ),
+        "does not copy reconcile_pipeline/dagster_storage.py onto its PYTHONPATH",
+    ),
+    "Dockerfile.dagster package not copied": (
+        edit_text(
+            DAGSTER_IMAGE,
+            "COPY reconcile_pipeline/__init__.py reconcile_pipeline/dagster_storage.py "
+            "/opt/dagster/lib/reconcile_pipeline/",
+            "COPY reconcile_pipeline/dagster_storage.py /opt/dagster/lib/reconcile_pipeline/",
+        ),
+        "does not copy reconcile_pipeline/__init__.py onto its PYTHONPATH",
+    ),
+    "Dockerfile.dagster storage off the path": (
+        edit_text(DAGSTER_IMAGE, "ENV PYTHONPATH=/opt/dagster/lib", "ENV PYTHONPATH=/opt/other"),
+        "does not copy reconcile_pipeline/dagster_storage.py onto its PYTHONPATH (/opt/other)",
+    ),
+    "Dockerfile.dagster no PYTHONPATH": (
+        edit_text(DAGSTER_IMAGE, "ENV PYTHONPATH=/opt/dagster/lib", ""),
+        "onto its PYTHONPATH (unset)",
+    ),
+    "Dockerfile.dagster storage elsewhere": (
+        edit_text(
+            DAGSTER_IMAGE, "/opt/dagster/lib/reconcile_pipeline/", "/opt/dagster/lib/storage/"
+        ),
+        "does not copy reconcile_pipeline/dagster_storage.py onto its PYTHONPATH",
+    ),
+    "Dockerfile storage not copied": (
+        edit_text(
+            "Dockerfile",
+            "COPY reconcile_pipeline ./reconcile_pipeline",
+            "COPY reconcile_pipeline/definitions.py ./reconcile_pipeline/",
+        ),
+        "Dockerfile: does not copy reconcile_pipeline/dagster_storage.py: the code server",
+    ),
+    "storage module imports a project module": (
+        edits(
+            copy_from_repo(
+                "reconcile_pipeline/db/__init__.py", "reconcile_pipeline/db/base_lock.py"
+            ),
+            prepend(STORAGE_MODULE, "from reconcile_pipeline.db import base_lock  # noqa\n"),
+        ),
+        "does not copy reconcile_pipeline/db/base_lock.py onto its PYTHONPATH",
+    ),
+    "storage module imports another library": (
+        prepend(STORAGE_MODULE, "import pandas  # noqa\n"),
+        "reconcile_pipeline/dagster_storage.py: imports pandas, which deploy/Dockerfile.dagster "
+        "does not install",
+    ),
+    "storage package imports another library": (
+        prepend("reconcile_pipeline/__init__.py", "from pydantic_settings import BaseSettings\n"),
+        "reconcile_pipeline/__init__.py: imports pydantic_settings, which",
+    ),
+    "storage module ignored": (
+        edit_text(
+            ".dockerignore", "\nMakefile\n", "\nMakefile\nreconcile_pipeline/dagster_storage.py\n"
+        ),
+        ".dockerignore: excludes reconcile_pipeline/dagster_storage.py, which both images need",
+    ),
+    "helm storage in additionalInstanceConfig": (
+        edit_yaml(
+            HELM,
+            lambda d: d.update(
+                additionalInstanceConfig={
+                    "storage": {"custom": {"module": "reconcile_pipeline.dagster_storage"}}
+                }
+            ),
+        ),
+        "additionalInstanceConfig sets storage",
     ),
     "compose postgres image": (
         edit_yaml(COMPOSE, lambda d: service(d, "dagster-postgres").update(image="postgres:16")),
@@ -1040,9 +1528,48 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
         ),
         "dagster-daemon is not built from deploy/Dockerfile.dagster",
     ),
+    "compose webserver context": (
+        edit_yaml(COMPOSE, lambda d: service(d, "dagster-webserver")["build"].update(context=".")),
+        "dagster-webserver is not built from deploy/Dockerfile.dagster with the repository root",
+    ),
+    "compose daemon old dockerfile path": (
+        edit_yaml(
+            COMPOSE,
+            lambda d: service(d, "dagster-daemon")["build"].update(dockerfile="Dockerfile.dagster"),
+        ),
+        "dagster-daemon is not built from deploy/Dockerfile.dagster",
+    ),
+    "Dockerfile.dagster instance path": (
+        edit_text(DAGSTER_IMAGE, "COPY deploy/dagster-docker.yaml", "COPY dagster-docker.yaml"),
+        "does not copy deploy/dagster-docker.yaml to /opt/dagster/dagster_home/dagster.yaml",
+    ),
+    "Dockerfile.dagster source outside the context": (
+        edit_text(DAGSTER_IMAGE, "COPY deploy/workspace-docker.yaml", "COPY workspace-docker.yaml"),
+        "COPY workspace-docker.yaml: no such file in the repository root",
+    ),
+    "compose workspace path": (
+        edit_yaml(
+            COMPOSE,
+            lambda d: service(d, "dagster-webserver").update(
+                command=["dagster-webserver", "-w", "/opt/dagster/workspace.yaml"]
+            ),
+        ),
+        "the workspace the dagster-webserver service loads (-w)",
+    ),
     ".dockerignore": (
         edit_text(".dockerignore", "\n.reconcile\n", "\n"),
         ".dockerignore: does not exclude .reconcile",
+    ),
+    ".dockerignore compose secrets": (
+        edits(
+            edit_text(".dockerignore", "\n**/.env\n", "\n"),
+            edit_text(".dockerignore", "\ndeploy\n", "\ndeploy/helm\n"),
+        ),
+        ".dockerignore: does not exclude deploy/.env",
+    ),
+    ".dockerignore deploy files": (
+        edit_text(".dockerignore", "\n!deploy/dagster-docker.yaml\n", "\n"),
+        ".dockerignore: excludes deploy/dagster-docker.yaml, which deploy/Dockerfile.dagster",
     ),
     # --- nothing of the local setup
     "compose emulator endpoint": (
