@@ -30,6 +30,7 @@ from reconcile_pipeline.defs.resources import PostgresResource
 from reconcile_pipeline.engine import api_usage
 from reconcile_pipeline.engine.context import RunContext
 from reconcile_pipeline.engine.convert import PulledRecord
+from reconcile_pipeline.engine.frames import column_dtypes, pulled_frame, warm_up
 from reconcile_pipeline.engine.mapping import TableMapping
 from reconcile_pipeline.engine.schema_cache import current_schema, unknown_to
 from reconcile_pipeline.engine.schema_cache import refresh as refresh_schema
@@ -223,7 +224,10 @@ def build_table_assets(
 
         def check_schema(records: list[dict]) -> TableMapping | None:
             """Something new in Airtable (a field, an option): the merge must see today's
-            schema; re-read once per run."""
+            schema; re-read once per run. (Called with each batch of the listing: pandas, for
+            the preview, starts importing with the first.)"""
+            if records:
+                warm_up()
             if read_again["schema"]:
                 return None
             unknown = unknown_to(schema, repo, records)
@@ -259,8 +263,6 @@ def build_table_assets(
             keep_pulled(context.run_id, mapping, result.records)
         # pandas only when something was pulled (the preview): loading the code location and
         # an idle tick's run never pay its import.
-        from reconcile_pipeline.engine.frames import column_dtypes, pulled_frame
-
         preview = "_none_"
         if result.records:
             frame = pulled_frame(repo.mapping, result.records)

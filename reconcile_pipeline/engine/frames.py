@@ -3,6 +3,9 @@
 pandas is imported when a frame is built: a run with nothing pulled (an idle tick, the common
 case) never pays its import (about a second in a new run process)."""
 
+import importlib
+import sys
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -27,6 +30,19 @@ PANDAS_DTYPES: dict[FieldKind, str] = {
 
 
 TIMES = ("airtable_created_at", "airtable_modified_at")
+_warming: list[threading.Thread] = []
+
+
+def warm_up() -> None:
+    """Start importing pandas in a background thread (once per process), for a frame built
+    later: a pull that has records waits on Airtable's pacing long enough to hide the import."""
+    if _warming or "pandas" in sys.modules:
+        return
+    thread = threading.Thread(
+        target=importlib.import_module, args=("pandas",), name="import-pandas", daemon=True
+    )
+    _warming.append(thread)
+    thread.start()
 
 
 def column_dtypes(mapping: TableMapping) -> dict[str, str]:

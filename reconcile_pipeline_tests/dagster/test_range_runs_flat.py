@@ -27,13 +27,13 @@ def emulator():
         yield emulator
 
 
-def run_demo(emulator, database_url, instance=None, **run) -> dg.ExecuteInProcessResult:
+def run_demo(emulator, database_url, instance=None, token=None, **run) -> dg.ExecuteInProcessResult:
     """One run of the demo client's job against the emulator and the test database."""
     return defs.resolve_job_def("reconcile_demo").execute_in_process(
         instance=instance or dg.DagsterInstance.ephemeral(),
         resources={
             "airtable_demo": AirtableResource(
-                api_key=emulator.token,
+                api_key=token or emulator.token,
                 base_id="appDemoLeads00001",
                 endpoint_url=emulator.url,
                 requests_per_second=0,
@@ -162,3 +162,55 @@ def test_a_failed_check_of_a_backfill_fails_every_window_and_alerts_once(
     assert {r.status for r in duplicates} == {AssetCheckExecutionRecordStatus.FAILED}
     assert len(alerts) == 1
     assert "no_duplicate_contacts" in "\n".join(alerts[0].lines)
+
+
+def test_a_failed_backfill_marks_each_of_its_windows_failed(
+    emulator, database_url, project_dagster_database, monkeypatch
+):
+    """A range run's planned materializations (one per asset and window: what marks a failed
+    run's windows failed in the UI) are written by the project's storage as batches, one
+    statement each; a failed backfill still shows every window of its range failed."""
+    from dagster._core.storage.partition_status_cache import (
+        get_and_update_asset_status_cache_value,
+    )
+
+    from reconcile_pipeline.dagster_storage import RangeCheckEventLogStorage
+    from reconcile_pipeline.defs.partitions import reconcile_windows
+
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    batched: list[int] = []
+    store_planned = RangeCheckEventLogStorage._store_planned_materializations
+
+    def counting(self, events):
+        batched.append(len(events))
+        return store_planned(self, events)
+
+    monkeypatch.setattr(RangeCheckEventLogStorage, "_store_planned_materializations", counting)
+    with dg.DagsterInstance.get() as instance:
+        result = run_demo(
+            emulator,
+            database_url,
+            instance,
+            token="patNotTheRightToken.0",  # Airtable answers 401: the pull step fails
+            tags=last(hours=1),
+        )
+        assert not result.success
+        leads = dg.AssetKey(["demo", "leads", "airtable_leads"])
+        status = get_and_update_asset_status_cache_value(instance, leads, reconcile_windows)
+        [record] = instance.get_asset_records([leads])
+
+    # The asset's index names the run (the UI's "latest run" of the asset).
+    assert record.asset_entry.last_run_id == result.run_id
+
+    failed = status.deserialize_failed_partition_subsets(reconcile_windows).get_partition_keys()
+    assert sorted(failed) == sorted(
+        reconcile_windows.get_partition_keys_in_range(
+            dg.PartitionKeyRange(
+                last(hours=1)["dagster/asset_partition_range_start"],
+                last(hours=1)["dagster/asset_partition_range_end"],
+            )
+        )
+    )
+    assert len(failed) == 4
+    # Every asset's planned windows in one statement (the job's 8 assets × 4 windows).
+    assert batched == [32]
