@@ -9,7 +9,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from reconcile_pipeline.engine.convert import PulledRecord, pulled_record
+from reconcile_pipeline.engine.convert import PulledRecord
 from reconcile_pipeline.engine.mapping import FieldKind, TableMapping
 
 if TYPE_CHECKING:
@@ -52,11 +52,6 @@ def column_dtypes(mapping: TableMapping) -> dict[str, str]:
         **{name: "datetime64[ns, UTC]" for name in TIMES},
         **{spec.column: PANDAS_DTYPES[spec.kind] for spec in mapping.fields},
     }
-
-
-def records_frame(mapping: TableMapping, records: list[dict]) -> "pd.DataFrame":
-    """One row per raw Airtable record (each converted here): see `pulled_frame`."""
-    return pulled_frame(mapping, [pulled_record(mapping, record) for record in records])
 
 
 def pulled_frame(mapping: TableMapping, records: Sequence[PulledRecord]) -> "pd.DataFrame":

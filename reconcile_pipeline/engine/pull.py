@@ -140,15 +140,6 @@ def snapshot_pulled(
     return [pulled_record(repo.mapping, record) for record in unique]
 
 
-def pulled_values(
-    repo: Repository, run_id: str, record_ids: Sequence[str] | None = None
-) -> dict[str, dict]:
-    """Airtable's canonical values of the records run `run_id` pulled (only `record_ids`' when
-    given), every mapped column that maps (fields held in quarantine are left out): the drift
-    check's reference."""
-    return {r.record_id: r.values for r in snapshot_pulled(repo, run_id, record_ids)}
-
-
 def _stamp_times(repo: Repository, records: Sequence[dict]) -> None:
     """Parsed modified/created times on each record, for the snapshot's typed columns."""
     for record in records:

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from reconcile_pipeline.engine.context import RunContext
-from reconcile_pipeline.engine.pull import apply_records, pulled_values, store_snapshot
+from reconcile_pipeline.engine.pull import apply_records, snapshot_pulled, store_snapshot
 from reconcile_pipeline.engine.repository import Repository
 from reconcile_pipeline_tests.engine.builders import airtable_record, record_id
 from reconcile_pipeline_tests.mappings import LEADS_MAPPING
@@ -252,7 +252,7 @@ def test_an_older_snapshot_never_overwrites_a_newer_one(engine, repo):
     assert lead(engine, rid)["status"] == "Qualified"
 
 
-def test_pulled_values_for_some_ids_take_the_newest_version_of_each_without_held_fields(
+def test_the_snapshot_read_for_some_ids_takes_the_newest_version_of_each_without_held_fields(
     engine, repo
 ):
     """The drift check's view of what this run pulled."""
@@ -271,12 +271,15 @@ def test_pulled_values_for_some_ids_take_the_newest_version_of_each_without_held
         run,
     )
 
-    values = pulled_values(repo, run.run_id, [twice, invalid])
+    def pulled_values(ids: list[str]) -> dict[str, dict]:
+        return {r.record_id: r.values for r in snapshot_pulled(repo, run.run_id, ids)}
+
+    values = pulled_values([twice, invalid])
 
     assert sorted(values) == sorted([twice, invalid])  # `other` not asked
     assert values[twice]["claimed_by"] == "new"
     assert "icp_score" not in values[invalid] and values[invalid]["claimed_by"] == "x"
-    assert pulled_values(repo, run.run_id, []) == {}
+    assert pulled_values([]) == {}
 
 
 def test_quarantine_growth_counts_only_records_first_held_by_the_run(engine, repo):
