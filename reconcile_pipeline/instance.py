@@ -18,6 +18,9 @@ from reconcile_pipeline.db.config import DatabaseUrls, resolve_database_urls
 from reconcile_pipeline.db.urls import redact
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Dagster's own variable (read when it stores events; 0 or unset: one write per event).
+EVENT_BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
+DEFAULT_EVENT_BATCH_SIZE = "1000"
 
 logger = logging.getLogger(__name__)
 
@@ -32,20 +35,33 @@ def instance_yaml() -> Path:
     )
 
 
-def prepare_environment(start_embedded: bool = True, migrate: bool = True) -> DatabaseUrls:
+def prepare_environment(
+    start_embedded: bool = True, migrate: bool = True, *, full_upgrade: bool = False
+) -> DatabaseUrls:
     """Resolve databases, apply migrations and export what Dagster needs into os.environ.
 
-    Exports DATABASE_URL (psycopg 3), DAGSTER_POSTGRES_URL (psycopg2) and DAGSTER_HOME (unless
-    the user set one), so child processes (webserver, daemon, run workers) see the same setup.
+    Exports DATABASE_URL (psycopg 3), DAGSTER_POSTGRES_URL (psycopg2), DAGSTER_HOME and
+    DAGSTER_EVENT_BATCH_SIZE (unless the user set them), so child processes (webserver, daemon,
+    run workers) see the same setup.
+
+    A database already at the shipped head is left alone without loading Alembic
+    (`upgrade_if_behind`); `full_upgrade` runs Alembic's upgrade whatever the version table says
+    (`reconcile db upgrade`).
     """
     urls = resolve_database_urls(start_embedded=start_embedded)
     if migrate:
-        from reconcile_pipeline.db.migrate import upgrade  # Alembic: only when preparing
+        from reconcile_pipeline.db.migrate import upgrade, upgrade_if_behind
 
-        upgrade(urls.app)
+        if full_upgrade:
+            upgrade(urls.app)
+        else:
+            upgrade_if_behind(urls.app)
         _demo_portal(urls.app)
     os.environ[settings.DATABASE_URL_ENV] = urls.app
     os.environ[settings.DAGSTER_POSTGRES_URL_ENV] = urls.dagster
+    # A range run (a backfill) materializes every asset once per window: Dagster writes those
+    # events in batches of this size instead of one statement each (README "Environment").
+    os.environ.setdefault(EVENT_BATCH_SIZE_ENV, DEFAULT_EVENT_BATCH_SIZE)
     if not os.environ.get("DAGSTER_HOME"):
         home = settings.reconcile_home() / "dagster_home"
         home.mkdir(parents=True, exist_ok=True)

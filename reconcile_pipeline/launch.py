@@ -48,9 +48,10 @@ def see_run_hint(run_id: str) -> str:
     )
 
 
-def current_windows(now: dt.datetime | None = None) -> list[str]:
-    """The windows a schedule tick at `now` reconciles (one or two), oldest first."""
-    return windows_to_request(now or dt.datetime.now(dt.UTC))
+def current_window(now: dt.datetime | None = None) -> str:
+    """The window a schedule tick at `now` runs: its own (the one containing it). Its pull
+    starts at the table's high-water mark, so it covers everything since the last run."""
+    return windows_to_request(now or dt.datetime.now(dt.UTC))[-1]
 
 
 def run_reconcile(
@@ -65,9 +66,9 @@ def run_reconcile(
     """Run each client's reconcile job (or `client`'s only) in this process; yields one result
     per run. A client's failure does not stop the next client's runs.
 
-    hours=0: the schedule's windows at `now` (the window containing it and the one containing
-    now − 15 min), one run each, so one or two runs depending on the clock; hours>0: one run
-    over every window of the last `hours`. `now` defaults to the current time.
+    hours=0 ("sync now"): one run of the window containing `now`, as a schedule tick at `now`
+    runs it (its pull starts at the high-water mark); hours>0: one run over every window of
+    the last `hours`. `now` defaults to the current time.
 
     `log_level` is the threshold of the run's Dagster console log (stderr): "CRITICAL" keeps it
     quiet (a failed step's stack trace included), the event log stays in the instance.
@@ -102,7 +103,7 @@ def _run_client(
         "ops": {
             asset.op.name: {"config": {"dry_run": dry_run}}
             for table in client_tables[spec.key]
-            for asset in (table.merged, table.pushed)
+            for asset in (table.pulled, table.pushed)
         },
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
@@ -118,15 +119,15 @@ def _run_client(
             run_id=run_id,
         )
         return
-    for key in current_windows(now):
-        run_id = str(uuid.uuid4())  # known before the run starts, to print it
-        if on_start is not None:
-            on_start(run_id, key, spec.key)
-        yield job.execute_in_process(
-            instance=instance,
-            partition_key=key,
-            tags=tags,
-            run_config=run_config,
-            raise_on_error=False,
-            run_id=run_id,
-        )
+    key = current_window(now)
+    run_id = str(uuid.uuid4())  # known before the run starts, to print it
+    if on_start is not None:
+        on_start(run_id, key, spec.key)
+    yield job.execute_in_process(
+        instance=instance,
+        partition_key=key,
+        tags=tags,
+        run_config=run_config,
+        raise_on_error=False,
+        run_id=run_id,
+    )

@@ -81,7 +81,6 @@ def parse(text: str, source: str = DEFAULT_FILE) -> ProjectConfig:
     """Validate the project file's text; errors say file:line, the key and the problem."""
     try:
         data = yaml.safe_load(text)
-        root = yaml.compose(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -94,6 +93,7 @@ def parse(text: str, source: str = DEFAULT_FILE) -> ProjectConfig:
     try:
         return ProjectConfig.model_validate(data)
     except ValidationError as error:
+        root = yaml.compose(text)  # the nodes' lines, for the message (it parsed above)
         lines = []
         for problem in error.errors():
             loc = [p for p in problem["loc"] if not str(p).startswith("function-")]
@@ -109,9 +109,24 @@ def parse(text: str, source: str = DEFAULT_FILE) -> ProjectConfig:
         raise ConfigError("\n".join(lines)) from None
 
 
+# The configs this process parsed, by (source, text): one command reads the project file in
+# several places (the command, the migrations, the Airtable target, the definitions). The text is
+# read every time, so an edited file is parsed again.
+_PARSED: dict[tuple[str, str], ProjectConfig] = {}
+_PARSED_MAX = 8
+
+
 def load(explicit: str | os.PathLike | None = None) -> "Project":
     path = locate(explicit)
-    return Project(path=path, config=parse(path.read_text(encoding="utf-8"), str(path)))
+    text = path.read_text(encoding="utf-8")
+    key = (str(path), text)
+    config = _PARSED.get(key)
+    if config is None:
+        config = parse(text, str(path))  # a file with errors raises here every time
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = config
+    return Project(path=path, config=config)
 
 
 def table_mapping(

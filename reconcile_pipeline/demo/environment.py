@@ -25,9 +25,6 @@ import requests
 
 from reconcile_pipeline import settings
 from reconcile_pipeline.airtable.errors import AirtableConfigError
-from reconcile_pipeline.demo.seed_data import demo_campaigns, demo_leads
-from reconcile_pipeline.emulator.admin_client import EmulatorAdmin
-from reconcile_pipeline.emulator.server import run_emulator
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +127,11 @@ def airtable_target(
         first_table = next(iter(first.tables.values())).airtable_table
         yield AirtableTarget(first.base_id, first_table, os.environ["AIRTABLE_ENDPOINT_URL"], None)
         return
+    # The emulator only for the demo without a token (the real API needs none of it).
+    from reconcile_pipeline.demo.seed_data import demo_campaigns, demo_leads
+    from reconcile_pipeline.emulator.admin_client import EmulatorAdmin
+    from reconcile_pipeline.emulator.server import run_emulator
+
     _, client = project.client()  # the demo: one client
     shared = running_emulator()
     if shared is not None:

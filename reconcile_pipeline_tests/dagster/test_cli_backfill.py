@@ -1,8 +1,9 @@
-"""`reconcile backfill` without --hours/--days reconciles the schedule's current windows, one
-run each, and reports every run; a failed run exits 1 with its id and where to see it.
+"""`reconcile backfill` without --hours/--days ("sync now") reconciles the window holding now,
+as the schedule's tick does: one run, reported; a failed run exits 1 with its id and where to
+see it.
 
-The clock is fixed with --now (a tick at :45 covers two windows, :20 and :40), so the test does
-not depend on when it runs.
+The clock is fixed with --now (a tick at :45, whose window is :40, 15 minutes after a tick in
+the :20 window), so the test does not depend on when it runs.
 """
 
 import dagster as dg
@@ -11,9 +12,10 @@ import pytest
 from reconcile_pipeline.emulator.server import run_emulator
 from reconcile_pipeline_tests.dagster.cli import BASE, TABLE, reconcile_env, run_reconcile_cli
 
-# now - 15 min = 10:30 lies in the 10:20 window, now in the 10:40 window: two runs.
+# now - 15 min = 10:30 lies in the 10:20 window, now in the 10:40 window: one run, of the 10:40
+# window (its pull starts at the high-water mark, so the 10:20 window's edits are in it).
 TICK = "2026-03-02T10:45:00Z"
-WINDOWS = ["2026-03-02-10:20", "2026-03-02-10:40"]
+WINDOWS = ["2026-03-02-10:40"]
 
 
 @pytest.fixture
@@ -27,7 +29,7 @@ def runs_by_window(instance: dg.DagsterInstance) -> dict[str, dg.DagsterRun]:
     return {run.tags["dagster/partition"]: run for run in instance.get_runs()}
 
 
-def test_without_hours_both_current_windows_run_and_are_reported(
+def test_without_hours_the_tick_s_own_window_runs_once_and_is_reported(
     tmp_path, emulator, database_url, project_dagster_database
 ):
     env = reconcile_env(tmp_path / "home", database_url, emulator.url, emulator.token)

@@ -73,6 +73,12 @@ def test_db_env_prints_the_full_values_as_export_lines(env) -> None:
         shlex.split(line.removeprefix("export "))[0].split("=", 1)
         for line in done.stdout.splitlines()
     )
-    assert set(exported) == {"DATABASE_URL", "DAGSTER_POSTGRES_URL", "DAGSTER_HOME"}
+    assert set(exported) == {
+        "DATABASE_URL",
+        "DAGSTER_POSTGRES_URL",
+        "DAGSTER_HOME",
+        "DAGSTER_EVENT_BATCH_SIZE",
+    }
+    assert exported["DAGSTER_EVENT_BATCH_SIZE"] == "1000"  # a range run's events in batches
     assert make_url(exported["DATABASE_URL"]).password in passwords
     assert make_url(exported["DAGSTER_POSTGRES_URL"]).password in passwords

@@ -202,3 +202,158 @@ def test_0005_downgrades_while_one_client_is_held(empty_database_url):
     assert after["columns"] == before["columns"]
     assert after["indexes"] == before["indexes"]
     assert after["triggers"] == before["triggers"]
+
+
+# ----- the shortcut every command takes: a database at head is left alone, without Alembic --------
+
+
+def test_the_head_read_from_the_migration_files_is_alembic_s():
+    from reconcile_pipeline.db.migrate import shipped_head
+
+    assert shipped_head() == head_revision()
+
+
+def _versions(tmp_path, monkeypatch, files: dict[str, str]):
+    from reconcile_pipeline.db import migrate
+
+    versions = tmp_path / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    for name, body in files.items():
+        (versions / name).write_text(body)
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", tmp_path / "migrations")
+    migrate.shipped_head.cache_clear()
+    try:
+        return migrate.shipped_head()
+    finally:
+        migrate.shipped_head.cache_clear()
+
+
+def test_the_files_head_is_none_unless_they_are_one_plain_chain(tmp_path, monkeypatch):
+    a = 'revision = "a"\ndown_revision = None\n'
+    b = 'revision: str = "b"\ndown_revision: str | None = "a"  # after a\n'
+    assert _versions(tmp_path / "chain", monkeypatch, {"a.py": a, "b.py": b}) == "b"
+    # Two heads (a branch), a merge (a tuple), a computed value: only Alembic can say.
+    c = 'revision = "c"\ndown_revision = "a"\n'
+    assert _versions(tmp_path / "branch", monkeypatch, {"a.py": a, "b.py": b, "c.py": c}) is None
+    merge = 'revision = "m"\ndown_revision = ("b", "c")\n'
+    assert (
+        _versions(tmp_path / "merge", monkeypatch, {"a.py": a, "b.py": b, "c.py": c, "m.py": merge})
+        is None
+    )
+    computed = 'revision = "b"\ndown_revision = PREVIOUS\n'
+    assert _versions(tmp_path / "computed", monkeypatch, {"a.py": a, "b.py": computed}) is None
+    missing_parent = 'revision = "b"\ndown_revision = "z"\n'
+    assert _versions(tmp_path / "orphan", monkeypatch, {"a.py": a, "b.py": missing_parent}) is None
+
+
+def test_a_database_at_head_is_not_handed_to_alembic(database_url, monkeypatch):
+    from reconcile_pipeline.db import migrate
+
+    def no_alembic(*args, **kwargs):
+        raise AssertionError("Alembic's upgrade ran on a database at head")
+
+    monkeypatch.setattr(migrate, "upgrade", no_alembic)
+
+    assert migrate.upgrade_if_behind(database_url) == head_revision()
+
+
+def test_a_database_one_revision_behind_is_upgraded(empty_database_url):
+    from reconcile_pipeline.db.migrate import upgrade_if_behind
+
+    engine = create_engine(empty_database_url)
+    _upgrade_to(engine, "0005_clients", legacy_client="acme")
+    assert current_revision(engine) == "0005_clients" != head_revision()
+
+    assert upgrade_if_behind(empty_database_url) == head_revision()
+
+    assert current_revision(engine) == head_revision()
+    assert set(inspect(engine).get_table_names(schema="reconcile")) == RECONCILE_TABLES
+    engine.dispose()
+
+
+def test_a_database_never_migrated_is_upgraded(empty_database_url):
+    from reconcile_pipeline.db.migrate import upgrade_if_behind
+
+    assert upgrade_if_behind(empty_database_url) == head_revision()
+
+    engine = create_engine(empty_database_url)
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_a_database_behind_is_still_refused_when_its_rows_client_is_unknown(
+    empty_database_url, monkeypatch
+):
+    """0004 with rows to carry over and no project file to name their client: refused, as
+    `upgrade` refuses it, nothing half-applied."""
+    import pytest
+
+    from reconcile_pipeline.db import migrate
+
+    engine = create_engine(empty_database_url)
+    _upgrade_to(engine, "0004_trust")
+    _single_base_rows(engine)
+    monkeypatch.setattr(migrate, "legacy_client", lambda: None)
+
+    with pytest.raises(RuntimeError, match="legacy_client"):
+        migrate.upgrade_if_behind(empty_database_url)
+    assert current_revision(engine) == "0004_trust"
+    engine.dispose()
+
+
+def test_preparing_the_environment_on_a_database_at_head_does_not_load_alembic(
+    database_url, tmp_path
+):
+    """What every `reconcile` command runs first: a database at head costs one query."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "RECONCILE_HOME": str(tmp_path / "home"),
+        "PYTHONWARNINGS": "ignore",
+    }
+    env.pop("DAGSTER_HOME", None)
+    env.pop("DAGSTER_POSTGRES_URL", None)
+    code = (
+        "import sys\n"
+        "from reconcile_pipeline.instance import prepare_environment\n"
+        "prepare_environment(start_embedded=False)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_reconcile_db_upgrade_runs_alembic_s_upgrade_on_a_database_at_head(
+    database_url, tmp_path, monkeypatch
+):
+    """`reconcile db upgrade` does the full upgrade whatever the version table says."""
+    from reconcile_pipeline import cli
+    from reconcile_pipeline.db import migrate
+
+    calls = []
+    real = migrate.upgrade
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(migrate, "upgrade", counted)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("RECONCILE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    for name in ("DAGSTER_POSTGRES_URL", "DAGSTER_EVENT_BATCH_SIZE", "RECONCILE_CONFIG"):
+        monkeypatch.setenv(name, "")  # restored (unset) after the test: the command sets some
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+    assert cli.main(["db", "upgrade"]) == 0
+
+    assert len(calls) == 1
