@@ -264,10 +264,10 @@ def build_table_assets(
         # pandas only when something was pulled (the preview): loading the code location and
         # an idle tick's run never pay its import.
         preview = "_none_"
-        if result.records:
-            frame = pulled_frame(repo.mapping, result.records)
+        if result.records:  # the first five records, typed as the column schema says
+            frame = pulled_frame(repo.mapping, result.records[:5])
             shown = [c for c in PREVIEW_COLUMNS if c in frame.columns]
-            preview = frame[shown].head(5).to_markdown(index=False)
+            preview = frame[shown].to_markdown(index=False)
         context.log.info(
             "Pulled %d records in %d requests (%s); stage 1: %s",
             len(fetched.records),

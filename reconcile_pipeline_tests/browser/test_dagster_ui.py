@@ -60,7 +60,7 @@ TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
 def asset_names() -> list[str]:
-    return [asset.key.to_user_string() for asset in reconcile_assets]
+    return [key.to_user_string() for asset in reconcile_assets for key in asset.keys]
 
 
 def checks_by_asset() -> dict[str, list[str]]:

@@ -207,6 +207,31 @@ def test_no_duplicate_contacts_fails_on_shared_email_and_phone(emulator, resourc
     passed(materialize(resources), "no_duplicate_contacts")
 
 
+def test_a_check_that_cannot_run_fails_alone_and_its_step_s_other_checks_are_evaluated(
+    emulator, resources, monkeypatch
+):
+    """Checks share a step (one for the pull's, one for the push's: issue 15, fixed cost): one
+    whose query raises fails with the error named (ERROR, so it alerts), and the rest of its
+    step are still evaluated; a non-blocking one never stops the push."""
+    from reconcile_pipeline.engine import invariants
+
+    def broken(repo):
+        raise RuntimeError("relation leads_contacts does not exist")
+
+    monkeypatch.setattr(invariants, "duplicate_contacts", broken)
+    emulator.seed_records(BASE, TABLE, [lead_fields(i) for i in range(3)])
+
+    result = materialize(resources)
+
+    broke = evaluation(result, "no_duplicate_contacts")
+    assert broke.passed is False
+    assert broke.severity == dg.AssetCheckSeverity.ERROR
+    assert "RuntimeError: relation leads_contacts does not exist" in broke.description
+    for name in ("no_echo_marked_dirty", "one_lead_per_airtable_record", "no_new_quarantine"):
+        passed(result, name)  # the same step's other checks
+    assert "airtable_push_results" in materialized(result)
+
+
 def test_no_new_quarantine_fails_on_an_unknown_select_option(emulator, resources, engine):
     ids = seed(emulator, 3)
     assert materialize(resources).success

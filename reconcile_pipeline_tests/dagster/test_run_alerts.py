@@ -136,8 +136,9 @@ def test_in_process_and_queued_runs_each_alert_exactly_once(instance, webhook) -
     [queued_alert] = [t for t in texts if f"Run: {queued.run_id}" in t]
     assert cli_alert.startswith(f"*Run failed: {RECONCILE_JOB}*")
     assert "reconcile/base: appDemoLeads00001" in cli_alert
-    # Who, what and when: the demo's client, both tables (each failed its pull), the hour.
-    assert "\nClient: demo\nTables: campaigns, leads\n" in cli_alert
+    # Who, what and when: the demo's client, the table whose pull failed (leads' waits on the
+    # campaigns it links to, so it never started), the hour.
+    assert "\nClient: demo\nTable: campaigns\n" in cli_alert
     assert "\nWindow: 3 windows, 2026-03-02 10:00 – 11:00 UTC\n" in cli_alert
     # The clean message, no module path, no traceback, not the HTTP error beneath it.
     assert CLEAN_TOKEN_MESSAGE in cli_alert
@@ -148,7 +149,7 @@ def test_in_process_and_queued_runs_each_alert_exactly_once(instance, webhook) -
     # The notification's one line says it all too.
     [summary] = [p["text"] for p in webhook.payloads if in_process.run_id in str(p["blocks"])]
     assert summary.startswith(
-        f"Run failed: {RECONCILE_JOB} (demo / campaigns, leads; 3 windows, 2026-03-02 10:00 – "
+        f"Run failed: {RECONCILE_JOB} (demo / campaigns; 3 windows, 2026-03-02 10:00 – "
         "11:00 UTC): "
     )
     assert CLEAN_TOKEN_MESSAGE in summary
@@ -203,7 +204,7 @@ def test_a_failed_run_alerts_a_slack_app_and_the_webhook_from_the_environment(
     assert message["channel"] == "#reconcile-alerts"
     assert message["text"] == webhook.payloads[0]["text"]
     assert message["text"].startswith(
-        f"Run failed: {RECONCILE_JOB} (demo / campaigns, leads; 2026-03-02 10:20–10:40 UTC): "
+        f"Run failed: {RECONCILE_JOB} (demo / campaigns; 2026-03-02 10:20–10:40 UTC): "
     )
     section = message["blocks"][0]["text"]["text"]
     assert f"Run: {result.run_id}" in section
