@@ -92,6 +92,17 @@ class RequestPacer:
             time.sleep(wait)
         return max(time.monotonic() - asked, 0.0)
 
+    def quiet_in(self) -> float:
+        """Seconds until a full window has passed since this pacer's latest request was
+        answered (or, unanswered, since its fallback deadline): from then on another client of
+        the base may send a full burst without six of them landing within one window."""
+        with self._changed:
+            if not self._tickets:
+                return 0.0
+            last = self._tickets[-1]
+            answered = last.end if last.end is not None else last.start + self.window
+            return max(0.0, answered + self.margin_seconds + self.window - time.monotonic())
+
     def done(self) -> None:
         """The calling thread's current request has been answered (or has failed)."""
         ticket: _Ticket | None = getattr(self._own, "ticket", None)
@@ -116,3 +127,16 @@ def pacer_for(endpoint_url: str, base_id: str, rate: float) -> RequestPacer:
         elif rate < pacer.rate:
             pacer.set_rate(rate)
         return pacer
+
+
+def wait_until_quiet(base_id: str) -> float:
+    """Sleep until every pacer of `base_id` in this process is a window past its last request;
+    the seconds slept. A run handing its base over to a run of another process (which paces
+    only itself) calls it first: the other's first burst then never shares a window with this
+    process's last requests."""
+    with _registry_lock:
+        pacers = [pacer for (_, base), pacer in _registry.items() if base == base_id]
+    wait = max((pacer.quiet_in() for pacer in pacers), default=0.0)
+    if wait > 0:
+        time.sleep(wait)
+    return wait

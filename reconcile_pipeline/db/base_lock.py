@@ -137,12 +137,18 @@ class BaseRunLock:
                 waited_reports += 1
         conn.execute("RESET lock_timeout")
 
-    def release(self) -> None:
-        """Give the lock back and close the connection (closing alone would release it)."""
+    def release(self, before_handover: Callable[[], object] | None = None) -> None:
+        """Give the lock back and close the connection (closing alone would release it).
+
+        `before_handover` runs first when another run waits for the base: that run starts
+        its requests the moment it gets the lock, and it paces only its own (see
+        `airtable.pacing.wait_until_quiet`)."""
         conn, self._conn = self._conn, None
         if conn is None:
             return
         try:
+            if before_handover is not None and sessions_on(conn, self.base_id, granted=False):
+                before_handover()
             conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
         except psycopg.Error:
             pass  # the session is gone, and the lock with it

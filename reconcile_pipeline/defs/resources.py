@@ -117,7 +117,12 @@ class PostgresResource(dg.ConfigurableResource):
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._base_lock is not None:
-            self._base_lock.release()
+            from reconcile_pipeline.airtable.pacing import wait_until_quiet
+
+            base_id = self._base_lock.base_id
+            # A run waiting for the base starts its requests at once: hand over only a
+            # pacing window after this run's last one.
+            self._base_lock.release(before_handover=lambda: wait_until_quiet(base_id))
             self._base_lock = None
         if self._engine is not None:
             self._engine.dispose()

@@ -124,3 +124,50 @@ def test_the_lock_is_per_base_and_released_when_the_session_ends(database_url) -
         with BaseRunLock(database_url, "appA", owner="run-3", on_wait=messages.append):
             assert messages == []  # free again: taken without waiting
         other_base.release()
+
+
+def test_a_waiting_run_gets_the_base_a_pacing_window_after_the_holder_s_last_request(
+    database_url,
+) -> None:
+    """The next run of a base (another process, pacing only its own requests) sends a full
+    burst the moment it gets the lock: the holder hands the base over only once its last
+    request is a window old, so the two bursts never share Airtable's one-second window."""
+    import threading
+
+    from reconcile_pipeline.airtable.pacing import pacer_for, wait_until_quiet
+
+    base = "appHandOver000001"
+    pacer = pacer_for("http://handover.invalid", base, 5)
+    holder = BaseRunLock(database_url, base, owner="run-1")
+    holder.acquire()
+    acquired: list[float] = []
+
+    def next_run() -> None:
+        with BaseRunLock(database_url, base, owner="run-2"):
+            acquired.append(time.monotonic())
+
+    waiter = threading.Thread(target=next_run)
+    waiter.start()
+    with psycopg.connect(libpq(database_url), autocommit=True) as conn:
+        wait_for(lambda: sessions_on(conn, base, granted=False), "the next run to wait")
+    pacer.acquire()  # the holder's last request, answered just now
+    pacer.done()
+    answered = time.monotonic()
+
+    holder.release(before_handover=lambda: wait_until_quiet(base))
+    waiter.join(timeout=30)
+
+    assert acquired and acquired[0] >= answered + pacer.window
+
+
+def test_a_base_nobody_waits_for_is_released_at_once(database_url) -> None:
+    handed_over: list[bool] = []
+    with BaseRunLock(database_url, "appNobodyWaits001", owner="run-1") as holder:
+        pass
+    holder.release(before_handover=lambda: handed_over.append(True))  # already released
+
+    lock = BaseRunLock(database_url, "appNobodyWaits001", owner="run-2")
+    lock.acquire()
+    lock.release(before_handover=lambda: handed_over.append(True))
+
+    assert handed_over == []  # no one waited: no pause at the end of the run
