@@ -532,6 +532,7 @@ def instrument() -> None:
     asset bodies' work beyond them, and this process's PostgreSQL work."""
     global DATABASE
     DATABASE = DatabaseClock()
+    from reconcile_pipeline.airtable import transport
     from reconcile_pipeline.config import install
     from reconcile_pipeline.defs import assets
     from reconcile_pipeline.engine import frames, stages
@@ -540,6 +541,9 @@ def instrument() -> None:
     for module in (stages, assets):
         for name in ("pull_window", "push_window"):
             CLOCK.wrap(module, name, name.split("_")[0])
+    # Time inside Airtable requests (pacing waits included), which goal 2's "beyond its
+    # requests" leaves out.
+    CLOCK.wrap(transport.PacedAdapter, "send", "airtable requests")
     CLOCK.wrap(stages, "store_snapshot", "snapshot write")
     CLOCK.wrap(assets, "validate_mapping", "validate (asset)")
     # Imported inside the asset at call time.
@@ -1043,12 +1047,16 @@ def print_results(args, scenarios, results, seeds, notes, partitions) -> None:
             ratio = m.wall / floor_seconds if floor_seconds > 0 else None
             target = "—"
             if key == "a":
-                beyond = m.wall - pacing_floor(m.total_requests)
+                in_requests = max(
+                    pacing_floor(m.total_requests), m.stages.get("airtable requests", 0.0)
+                )
+                beyond = m.wall - in_requests
                 ok_requests = m.total_requests <= IDLE_REQUESTS_TARGET
                 ok_beyond = beyond <= IDLE_BEYOND_TARGET
                 target = (
                     f"≤ {IDLE_REQUESTS_TARGET} request/tick: {mark(ok_requests)}; "
-                    f"≤ {IDLE_BEYOND_TARGET:g} s beyond its requests ({beyond:.2f} s): "
+                    f"≤ {IDLE_BEYOND_TARGET:g} s beyond its requests ({beyond:.2f} s; "
+                    f"requests {in_requests:.2f} s): "
                     f"{mark(ok_beyond)}"
                 )
                 verdicts[path] += [ok_requests, ok_beyond]
