@@ -399,13 +399,7 @@ class Bench:
             tags["dagster/asset_partition_range_start"] = keys[0]
             tags["dagster/asset_partition_range_end"] = keys[-1]
         run_config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-        settle()
-        self.emulator.reset_request_log()
-        CLOCK.reset()
-        DATABASE.reset()
-        SNAPSHOT_READS.clear()
-        PUSH_CONVERSIONS.clear()
-        converted_before = conversions_so_far()
+        converted_before = self._start_measuring()
         started_epoch, started = time.time(), time.perf_counter()
         cpu_started = time.process_time()
         if profile is not None:
@@ -429,6 +423,23 @@ class Bench:
                 if e.is_step_failure and e.event_specific_data is not None
             ]
             raise RuntimeError(f"Dagster run {result.run_id} failed: {failures}")
+        measured = self._measured(wall, cpu, converted_before)
+        self._read_events(measured, result.run_id, started_epoch, ended_epoch)
+        return measured
+
+    def _start_measuring(self) -> int:
+        """Empty the pacing window and every counter before a measured run; the conversions
+        so far (the run's are counted from there)."""
+        settle()
+        self.emulator.reset_request_log()
+        CLOCK.reset()
+        DATABASE.reset()
+        SNAPSHOT_READS.clear()
+        PUSH_CONVERSIONS.clear()
+        return conversions_so_far()
+
+    def _measured(self, wall: float, cpu: float, converted_before: int) -> Measured:
+        """What the counters saw since `_start_measuring`."""
         requests, limited = request_counts(self.emulator)
         measured = Measured(
             wall, requests, limited, dict(CLOCK.seconds), cpu=cpu, database=DATABASE.snapshot()
@@ -436,7 +447,6 @@ class Bench:
         measured.slowest = list(DATABASE.slowest)
         measured.conversions = conversions_so_far() - converted_before - sum(PUSH_CONVERSIONS)
         measured.snapshot_reads = len(SNAPSHOT_READS)
-        self._read_events(measured, result.run_id, started_epoch, ended_epoch)
         return measured
 
     def _read_events(self, measured: Measured, run_id: str, started: float, ended: float):
@@ -472,13 +482,7 @@ class Bench:
         run = RunContext(
             run_id=f"bench-{uuid.uuid4().hex[:12]}", window_start=start, window_end=end
         )
-        settle()
-        self.emulator.reset_request_log()
-        CLOCK.reset()
-        DATABASE.reset()
-        SNAPSHOT_READS.clear()
-        PUSH_CONVERSIONS.clear()
-        converted_before = conversions_so_far()
+        converted_before = self._start_measuring()
         started, cpu_started = time.perf_counter(), time.process_time()
         fetched, _ = stages.pull_window(
             self.repo, self.client, run, overlap=dt.timedelta(minutes=5)
@@ -487,14 +491,8 @@ class Bench:
             self.repo, self.client, run, lock_name=lock_name(BASE, self.repo.mapping)
         )
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        requests, limited = request_counts(self.emulator)
-        measured = Measured(
-            wall, requests, limited, dict(CLOCK.seconds), cpu=cpu, database=DATABASE.snapshot()
-        )
-        measured.slowest = list(DATABASE.slowest)
+        measured = self._measured(wall, cpu, converted_before)
         measured.pulled, measured.pushed = len(fetched.records), pushed.updated
-        measured.conversions = conversions_so_far() - converted_before - sum(PUSH_CONVERSIONS)
-        measured.snapshot_reads = len(SNAPSHOT_READS)
         return measured
 
 

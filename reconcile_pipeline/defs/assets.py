@@ -220,15 +220,15 @@ def build_table_assets(
         coverage = checked(repo, client)
         repo = postgres.repository(resolve_mapping(mapping, schema))
         repo.register_tracked_columns()
-        read_again = {"schema": schema_fetched, "coverage": coverage}
 
         def check_schema(records: list[dict]) -> TableMapping | None:
             """Something new in Airtable (a field, an option): the merge must see today's
             schema; re-read once per run. (Called with each batch of the listing: pandas, for
             the preview, starts importing with the first.)"""
+            nonlocal schema_fetched, coverage
             if records:
                 warm_up()
-            if read_again["schema"]:
+            if schema_fetched:
                 return None
             unknown = unknown_to(schema, repo, records)
             if not unknown:
@@ -238,8 +238,8 @@ def build_table_assets(
                 ", ".join(unknown[:5]),
             )
             fresh = refresh_schema(postgres.repository(mapping), client)
-            read_again["coverage"] = checked(postgres.repository(mapping), client)
-            read_again["schema"] = True
+            coverage = checked(postgres.repository(mapping), client)
+            schema_fetched = True
             return resolve_mapping(mapping, fresh)
 
         try:
@@ -251,14 +251,13 @@ def build_table_assets(
                 check_schema=check_schema,
             )
         except AirtableRequestError as error:
-            if error.error_type != "UNKNOWN_FIELD_NAME" or read_again["schema"]:
+            if error.error_type != "UNKNOWN_FIELD_NAME" or schema_fetched:
                 raise
             # A mapped field is gone since the schema was cached: say which, clearly.
             context.log.warning("Airtable refused a mapped field: re-reading the schema")
             refresh_schema(postgres.repository(mapping), client)
             checked(postgres.repository(mapping), client)
             raise
-        coverage = read_again["coverage"]
         if not config.dry_run:  # a dry run's drift check has nothing of its own to compare
             keep_pulled(context.run_id, mapping, result.records)
         # pandas only when something was pulled (the preview): loading the code location and
@@ -290,7 +289,7 @@ def build_table_assets(
                     "duration_seconds": round(fetched.seconds, 3),
                     "field_coverage": coverage.summary(),
                     "schema": "read from Airtable in this run"
-                    if read_again["schema"]
+                    if schema_fetched
                     else "cached (re-read daily, or when a run meets a new field or option)",
                     "dagster/row_count": len(result.records),
                     "dagster/column_schema": dg.TableSchema(
