@@ -258,8 +258,7 @@ def build_table_assets(
             refresh_schema(postgres.repository(mapping), client)
             checked(postgres.repository(mapping), client)
             raise
-        if not config.dry_run:  # a dry run's drift check has nothing of its own to compare
-            keep_pulled(context.run_id, mapping, result.records)
+        keep_pulled(context.run_id, mapping, result.records)
         # pandas only when something was pulled (the preview): loading the code location and
         # an idle tick's run never pay its import.
         preview = "_none_"

@@ -159,6 +159,57 @@ def test_a_run_converts_each_pulled_record_once_and_never_reads_its_snapshot_bac
     assert reads == []
 
 
+def test_a_dry_run_writes_nothing_and_its_drift_check_reports_what_it_left(
+    emulator, resources, database_url
+):
+    """`dry_run: true` (the launchpad's plan): Airtable edits are planned, not written; the
+    mark stays; the window's drift check reports the planned fields as the drift they still
+    are (from the run's converted records, as a snapshot read would)."""
+    from sqlalchemy import create_engine
+
+    from reconcile_pipeline.defs.assets import client_tables
+
+    ids = emulator.seed_records(BASE, TABLE, [lead_fields(i) for i in range(10)])
+    key = partition_key_for(dt.datetime.now(dt.UTC))
+    assert materialize(resources, partition_key=key).success
+    for rid in ids[:3]:
+        emulator.update_record_fields(BASE, TABLE, rid, {"Status": "Qualified"})
+
+    planned = dg.materialize(
+        [*reconcile_assets, *reconcile_checks],
+        resources=resources,
+        partition_key=key,
+        run_config={
+            "ops": {
+                asset.op.name: {"config": {"dry_run": True}}
+                for table in client_tables[CLIENT]
+                for asset in (table.pulled, table.pushed)
+            }
+        },
+        raise_on_error=False,
+    )
+
+    assert planned.success
+    merged = metadata(planned, "postgres_leads")
+    assert (merged["updated"], merged["dry_run"]) == (3, True)
+    assert merged["high_water_mark"] == "not advanced"
+    [drift] = [
+        e
+        for e in planned.get_asset_check_evaluations()
+        if e.check_name == "no_drift_in_window" and e.asset_key.path[1] == "leads"
+    ]
+    assert drift.passed is False
+    assert drift.metadata["count"].value == 3  # the three planned Status changes
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        statuses = conn.execute(
+            text("SELECT DISTINCT status FROM leads WHERE airtable_record_id = ANY(:ids)"),
+            {"ids": ids[:3]},
+        ).scalars().all()
+    engine.dispose()
+    assert statuses == ["New"]  # nothing written
+
+
 def test_a_72_window_range_is_one_run_with_one_airtable_query(emulator, resources):
     now = dt.datetime.now(dt.UTC)
     count = 450
