@@ -255,6 +255,8 @@ class Measured:
     event_types: Counter = field(default_factory=Counter)  # of them, per Dagster event type
     before_steps: float = 0.0  # Dagster: call → first step start
     after_steps: float = 0.0  # Dagster: last step end → call returns
+    first_request: float | None = None  # call → the first request sent
+    last_answer: float | None = None  # the last answer → call returns
     pulled: int | None = None
     pushed: int | None = None
     cpu: float = 0.0  # this process's CPU seconds during the run (robust to a busy machine)
@@ -423,7 +425,7 @@ class Bench:
                 if e.is_step_failure and e.event_specific_data is not None
             ]
             raise RuntimeError(f"Dagster run {result.run_id} failed: {failures}")
-        measured = self._measured(wall, cpu, converted_before)
+        measured = self._measured(wall, cpu, converted_before, started)
         self._read_events(measured, result.run_id, started_epoch, ended_epoch)
         return measured
 
@@ -435,11 +437,14 @@ class Bench:
         CLOCK.reset()
         DATABASE.reset()
         SNAPSHOT_READS.clear()
+        REQUEST_SPANS.clear()
         PUSH_CONVERSIONS.clear()
         return conversions_so_far()
 
-    def _measured(self, wall: float, cpu: float, converted_before: int) -> Measured:
-        """What the counters saw since `_start_measuring`."""
+    def _measured(
+        self, wall: float, cpu: float, converted_before: int, started: float
+    ) -> Measured:
+        """What the counters saw since `_start_measuring` (the run called at `started`)."""
         requests, limited = request_counts(self.emulator)
         measured = Measured(
             wall, requests, limited, dict(CLOCK.seconds), cpu=cpu, database=DATABASE.snapshot()
@@ -447,6 +452,9 @@ class Bench:
         measured.slowest = list(DATABASE.slowest)
         measured.conversions = conversions_so_far() - converted_before - sum(PUSH_CONVERSIONS)
         measured.snapshot_reads = len(SNAPSHOT_READS)
+        if REQUEST_SPANS:
+            measured.first_request = min(sent for sent, _ in REQUEST_SPANS) - started
+            measured.last_answer = started + wall - max(answer for _, answer in REQUEST_SPANS)
         return measured
 
     def _read_events(self, measured: Measured, run_id: str, started: float, ended: float):
@@ -491,7 +499,7 @@ class Bench:
             self.repo, self.client, run, lock_name=lock_name(BASE, self.repo.mapping)
         )
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        measured = self._measured(wall, cpu, converted_before)
+        measured = self._measured(wall, cpu, converted_before, started)
         measured.pulled, measured.pushed = len(fetched.records), pushed.updated
         return measured
 
@@ -514,6 +522,8 @@ def backfill_keys(hours: int, now: dt.datetime) -> list[str]:
 
 
 SNAPSHOT_READS: list[int] = []  # one entry per Repository.snapshot_records call
+# (sent, answered) perf_counter times of each HTTP attempt to Airtable, pacing waits excluded.
+REQUEST_SPANS: list[tuple[float, float]] = []
 # Conversions inside the push: of the records it re-reads by id before writing (DESIGN §3.4),
 # not of pulled ones; left out of the pulled records' count.
 PUSH_CONVERSIONS: list[int] = []
@@ -523,6 +533,23 @@ def conversions_so_far() -> int:
     from reconcile_pipeline.engine.convert import conversions
 
     return conversions.value
+
+
+def record_request_spans() -> None:
+    """Note when each HTTP attempt to Airtable leaves and is answered (the paced adapter
+    calls its base class once its slot has come)."""
+    from requests.adapters import HTTPAdapter
+
+    send = HTTPAdapter.send
+
+    def spanned(*args, **kwargs):
+        sent = time.perf_counter()
+        try:
+            return send(*args, **kwargs)
+        finally:
+            REQUEST_SPANS.append((sent, time.perf_counter()))
+
+    HTTPAdapter.send = spanned
 
 
 def instrument() -> None:
@@ -543,6 +570,7 @@ def instrument() -> None:
     # requests" leaves out.
     CLOCK.wrap(transport.PacedAdapter, "send", "airtable requests")
     CLOCK.wrap(stages, "store_snapshot", "snapshot write")
+    record_request_spans()
     CLOCK.wrap(assets, "validate_mapping", "validate (asset)")
     # Imported inside the asset at call time.
     CLOCK.wrap(frames, "pulled_frame", "frame (asset)")
@@ -718,6 +746,13 @@ def where_time_goes(name: str, m: Measured, floor_seconds: float) -> str:
         f"  {name}: wall {m.wall:.2f} s = API floor {floor_seconds:.2f} + "
         f"{m.wall - floor_seconds:+.2f} (CPU {m.cpu:.2f}); engine stages {inside:.2f} s [{stages}]"
     )
+    if m.first_request is not None and m.last_answer is not None:
+        span = m.wall - m.first_request - m.last_answer
+        line += (
+            f"\n      requests: the first sent {m.first_request:.2f} s after the call, the last "
+            f"answered {m.last_answer:.2f} s before it returned; in between {span:.2f} s "
+            f"(floor {floor_seconds:.2f})"
+        )
     if m.steps:
         steps = sorted(m.steps.items(), key=lambda item: -item[1])
         step_text = ", ".join(f"{k.split('__')[-1]} {v:.2f}" for k, v in steps[:6])

@@ -10,8 +10,9 @@ json → list/dict or None. Two values are equal exactly when their canonical fo
 import datetime as dt
 import json
 import math
+import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +48,14 @@ def _short(raw: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# A str holds a surrogate code point only unpaired (decoding pairs them into one character).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def has_lone_surrogate(text: str) -> bool:
-    return any("\ud800" <= ch <= "\udfff" for ch in text)
+    """Whether `text` holds a code point UTF-8 cannot encode (checked in C: every text field
+    of every pulled record passes here)."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
 def jsonb_safe(value: Any) -> bool:
@@ -218,26 +225,50 @@ def _attachments(field: FieldSpec, raw: Any) -> list[dict] | None:
 
 def from_postgres(field: FieldSpec, value: Any) -> Any:
     """A value read from PostgreSQL → canonical (the database already enforced its type)."""
-    kind = field.kind
-    if kind is FieldKind.BOOLEAN:
-        return bool(value) if value is not None else False
-    if value is None:
-        return None
-    if kind in (FieldKind.TEXT, FieldKind.SELECT, FieldKind.LINK):
-        return value or None
-    if kind is FieldKind.INTEGER:
-        return int(value)
-    if kind is FieldKind.FLOAT:
-        return float(value)
-    if kind is FieldKind.DATE:
-        return value.isoformat() if isinstance(value, dt.date) else str(value)[:10]
-    if kind is FieldKind.DATETIME:
+    return postgres_reader(field)(value)
+
+
+def _none_or(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else convert(value)
+
+
+def _postgres_date(value: Any) -> str:
+    return value.isoformat() if isinstance(value, dt.date) else str(value)[:10]
+
+
+def _postgres_datetime(field: FieldSpec) -> Callable[[Any], Any]:
+    def read(value: Any) -> Any:
+        if value is None:
+            return None
         if isinstance(value, str):
             value = _parse_datetime(value, field)
         return format_datetime(value)
-    if kind in (FieldKind.JSON, FieldKind.ATTACHMENTS):
-        return value if value != [] else None
-    raise AssertionError(f"unhandled kind {kind}")
+
+    return read
+
+
+_POSTGRES_READERS: dict[FieldKind, Callable[[Any], Any]] = {
+    FieldKind.BOOLEAN: lambda value: bool(value) if value is not None else False,
+    FieldKind.TEXT: lambda value: value or None,
+    FieldKind.SELECT: lambda value: value or None,
+    FieldKind.LINK: lambda value: value or None,
+    FieldKind.INTEGER: _none_or(int),
+    FieldKind.FLOAT: _none_or(float),
+    FieldKind.DATE: _none_or(_postgres_date),
+    FieldKind.JSON: lambda value: value if value != [] else None,
+    FieldKind.ATTACHMENTS: lambda value: value if value != [] else None,
+}
+
+
+def postgres_reader(field: FieldSpec) -> Callable[[Any], Any]:
+    """`from_postgres` for one field, its kind dispatched once: reads of many rows convert
+    each column with the reader picked for it."""
+    if field.kind is FieldKind.DATETIME:
+        return _postgres_datetime(field)
+    reader = _POSTGRES_READERS.get(field.kind)
+    if reader is None:
+        raise AssertionError(f"unhandled kind {field.kind}")
+    return reader
 
 
 def to_airtable(field: FieldSpec, canonical: Any) -> Any:

@@ -258,7 +258,7 @@ def window_drift(
     snapshot_times = {record.record_id: record.modified for record in pulled}
     with repo.engine.connect() as conn:
         leads = repo.lock_leads(conn, list(airtable), lock=False)
-        states = repo.lock_states(conn, list(airtable), lock=False)
+        states = repo.brief_states(conn, list(airtable))
         pushed = conn.execute(
             text(
                 "SELECT airtable_record_id, fields_sent FROM reconcile.push_results "
@@ -281,7 +281,7 @@ def window_drift(
         if lead is None:
             drifted["(missing lead)"] = drifted.get("(missing lead)", 0) + 1
             continue
-        if state is not None and state.deleted_at is not None:
+        if state is not None and state.deleted:
             continue
         newer = (
             state is not None
@@ -296,8 +296,8 @@ def window_drift(
             c
             for c, v in values.items()
             if c in lead
-            and (rid, c) not in held
             and lead[c] != v
+            and (rid, c) not in held
             and not (pending and by_column[c].portal_owned)
         ]
         for c in fields:

@@ -11,14 +11,14 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from reconcile_pipeline.db.schema_names import ORIGIN_RECONCILER, ORIGIN_SETTING
 from reconcile_pipeline.engine.context import RunContext
-from reconcile_pipeline.engine.convert import ascii_json, from_postgres, jsonb_safe
+from reconcile_pipeline.engine.convert import ascii_json, jsonb_safe, postgres_reader
 from reconcile_pipeline.engine.mapping import STAGING_SQL_TYPES, TableMapping
 
 
@@ -70,6 +70,14 @@ class SyncState:
         return self.owned_write_pending and column in (self.owned_write_columns or ())
 
 
+class StateBrief(NamedTuple):
+    """A record's sync state as the drift check reads it (`Repository.brief_states`)."""
+
+    airtable_modified_at: dt.datetime | None
+    deleted: bool
+    dirty: bool  # a portal edit waits to be pushed
+
+
 @dataclass(frozen=True)
 class DirtyLead:
     """A lead whose portal change counter is ahead of the counter last pushed, or whose
@@ -97,6 +105,8 @@ class Repository:
         self.table_sql = f"{_quote(mapping.postgres_schema)}.{_quote(mapping.postgres_table)}"
         self.key_sql = _quote(mapping.key_column)
         self._columns = [f.column for f in mapping.fields]
+        # Each mapped column with its PostgreSQL → canonical reader, in `_columns` order.
+        self._readers = [(f.column, postgres_reader(f)) for f in mapping.fields]
         self._staging_types = {f.column: STAGING_SQL_TYPES[f.kind] for f in mapping.fields}
         self._record_def = self._staging_def(self._columns)
         self.client_params = {"client_value": mapping.client_value}
@@ -211,6 +221,11 @@ class Repository:
 
     # -- reads ----------------------------------------------------------------------------
 
+    def _canonical(self, row: Sequence[Any], start: int) -> dict[str, Any]:
+        """The mapped columns of a row read from PostgreSQL (from index `start` on, in
+        mapping order), canonical."""
+        return {column: read(row[start + i]) for i, (column, read) in enumerate(self._readers)}
+
     def lock_leads(
         self, conn: Connection, record_ids: Sequence[str], lock: bool = True
     ) -> dict[str, dict]:
@@ -227,11 +242,7 @@ class Repository:
             ),
             {"ids": _json(list(record_ids))},
         ).all()
-        specs = self.mapping.fields
-        return {
-            row[0]: {spec.column: from_postgres(spec, row[i + 1]) for i, spec in enumerate(specs)}
-            for row in rows
-        }
+        return {row[0]: self._canonical(row, 1) for row in rows}
 
     def lock_states(
         self, conn: Connection, record_ids: Sequence[str], lock: bool = True
@@ -248,6 +259,19 @@ class Repository:
             {"c": self.mapping.client, "t": self.mapping.name, "ids": _json(list(record_ids))},
         ).all()
         return {row[0]: SyncState(*row) for row in rows}
+
+    def brief_states(self, conn: Connection, record_ids: Sequence[str]) -> dict[str, StateBrief]:
+        """What the drift check needs of each record's sync state, read without locking and
+        without the stored values (which `lock_states` decodes for every record)."""
+        rows = conn.execute(
+            text(
+                "SELECT airtable_record_id, airtable_modified_at, deleted_at IS NOT NULL, "
+                "portal_change_counter > pushed_counter FROM reconcile.sync_state "
+                f"WHERE client = :c AND table_key = :t AND airtable_record_id = ANY({_IDS_ARRAY})"
+            ),
+            {"c": self.mapping.client, "t": self.mapping.name, "ids": _json(list(record_ids))},
+        ).all()
+        return {row[0]: StateBrief(row[1], row[2], row[3]) for row in rows}
 
     def dirty_leads(
         self, conn: Connection, as_of: dt.datetime | None = None, limit: int | None = None
@@ -279,9 +303,7 @@ class Repository:
                 owned_counter=row[3],
                 owned_write_pending=row[4],
                 owned_write_columns=tuple(row[5] or ()),
-                portal_values={
-                    spec.column: from_postgres(spec, row[6 + i]) for i, spec in enumerate(specs)
-                },
+                portal_values=self._canonical(row, 6),
             )
             for row in rows
         ]
@@ -344,11 +366,7 @@ class Repository:
             ),
             {**self.client_params, "ids": _json(list(record_ids))},
         ).all()
-        specs = self.mapping.fields
-        return {
-            row[0]: {spec.column: from_postgres(spec, row[i + 1]) for i, spec in enumerate(specs)}
-            for row in rows
-        }
+        return {row[0]: self._canonical(row, 1) for row in rows}
 
     def count_unlisted_leads(self, conn: Connection, listed: Iterable[str]) -> int:
         """How many of this client's linked leads are neither among `listed` (the record ids an
