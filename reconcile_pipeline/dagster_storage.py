@@ -1,8 +1,8 @@
 """Dagster's PostgreSQL storage, for what a reconcile run writes (issue 15: runs with no Dagster
 tax). dagster.yaml selects it (`storage: custom:`, with `storage: postgres:`'s config).
 
-Three differences from `dagster_postgres.DagsterPostgresStorage`, each measured by
-benchmarks/reconcile_throughput.py:
+Differences from `dagster_postgres.DagsterPostgresStorage` (the first three measured by
+benchmarks/reconcile_throughput.py):
 
 * **Connections held open.** dagster_postgres opens a new PostgreSQL connection for every
   operation outside the webserver (NullPool): an idle run wrote 90 events over 236 new
@@ -21,9 +21,15 @@ benchmarks/reconcile_throughput.py:
   asset and window (what marks a failed run's windows failed in the UI) and, with
   DAGSTER_EVENT_BATCH_SIZE set, hands them over in batches that dagster_postgres still writes
   one at a time: here each batch is one insert.
+* **A batch is stored whole or not at all.** dagster_postgres commits each write of a batch
+  apart; when one fails, Dagster stores the batch again one event at a time, duplicating what
+  was written before the failure (a duplicate check execution even fails the run). Here a batch
+  is one transaction.
 """
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as db
@@ -81,34 +87,63 @@ def _hold_connections(part: Any, postgres_url: str, token_provider: Any) -> None
 
 class RangeCheckEventLogStorage(PostgresEventLogStorage):
     """PostgreSQL event log storage recording a range run's check result on every window, and
-    a range run's planned materializations (one per asset and window) in one statement."""
+    a range run's planned materializations (one per asset and window) in one statement; a
+    batch of events is stored whole or not at all."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._batch = threading.local()  # before: the parent's set-up connects
+        super().__init__(*args, **kwargs)
+
+    def _connect(self) -> Any:
+        """Inside `store_event_batch`: the batch's transaction, for every write it makes."""
+        shared = getattr(self._batch, "connection", None)
+        if shared is not None:
+            return contextlib.nullcontext(shared)
+        return super()._connect()
+
+    @contextlib.contextmanager
+    def _batch_transaction(self) -> Iterator[None]:
+        with super()._connect() as conn:
+            conn = conn.execution_options(isolation_level="READ COMMITTED")  # noqa: PLW2901
+            with conn.begin():
+                self._batch.connection = conn
+                try:
+                    yield
+                finally:
+                    self._batch.connection = None
 
     def store_event_batch(self, events: Sequence[Any]) -> None:
-        """Dagster hands over a range run's planned materializations as batches (with
-        DAGSTER_EVENT_BATCH_SIZE set); dagster_postgres stores planned events one at a time
-        (2,016 for a 7-day backfill of four assets). Stored here as one insert, then the asset
-        index updated with each asset's last event, as dagster_postgres does for a batch of
-        materializations (the index keeps the latest event only)."""
+        """Dagster hands over a range run's planned materializations (and its checks' planned
+        evaluations) as batches, with DAGSTER_EVENT_BATCH_SIZE set; dagster_postgres stores
+        planned events one at a time (2,016 for a 7-day backfill of four assets). Here the
+        planned materializations are one insert, then the asset index updated with each asset's
+        last event, as dagster_postgres does for a batch of materializations (the index keeps
+        the latest event only).
+
+        The whole batch is one transaction: when a write fails, nothing of it is stored, and
+        Dagster's fallback (storing the batch again one event at a time) stores each event once.
+        dagster_postgres commits each write apart, so the fallback would store again what was
+        written before the failure (a duplicate check execution even fails the run)."""
         planned, others = [], []
         for event in events:
             is_planned = event.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED
             (planned if is_planned else others).append(event)
-        if others:  # the checks' planned evaluations, in the same batch: as dagster_postgres
-            super().store_event_batch(others)
-        if planned:
-            self._store_planned_materializations(planned)
+        with self._batch_transaction():
+            if others:  # the checks' planned evaluations, in the same batch: as dagster_postgres
+                super().store_event_batch(others)
+            if planned:
+                self._store_planned_materializations(planned)
 
     def _store_planned_materializations(self, events: Sequence[Any]) -> None:
-        with self._connect() as conn:
+        with self.index_transaction() as conn:
             inserted = conn.execute(
                 self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id)
             )
             event_ids = [int(row[0]) for row in inserted.fetchall()]
-        last_by_asset = {
-            event.dagster_event.asset_key: (event, event_id)
-            for event, event_id in zip(events, event_ids, strict=True)
-        }
-        with self.index_transaction() as conn:
+            last_by_asset = {
+                event.dagster_event.asset_key: (event, event_id)
+                for event, event_id in zip(events, event_ids, strict=True)
+            }
             self._store_asset_event_tags(conn, events, event_ids)
             for event, event_id in last_by_asset.values():
                 self._store_asset_event(conn, event, event_id)

@@ -217,3 +217,37 @@ def test_a_failed_backfill_marks_each_of_its_windows_failed(
     assert len(failed) == 4
     # Every asset's planned windows in one statement (the job's 8 assets × 4 windows).
     assert batched == [32]
+
+
+def test_a_planned_batch_whose_index_update_fails_is_stored_once(
+    emulator, database_url, project_dagster_database, monkeypatch
+):
+    """The project's storage writes a range run's planned materializations and the asset index
+    in one transaction: when the index update fails, Dagster falls back to storing the batch one
+    event at a time, and each planned event is stored once, not twice."""
+    from reconcile_pipeline.dagster_storage import RangeCheckEventLogStorage
+
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    store_asset_event = RangeCheckEventLogStorage._store_asset_event
+    failures: list[int] = []
+
+    def failing_once(self, conn, event, event_id):
+        if not failures:
+            failures.append(event_id)
+            raise RuntimeError("the index is unavailable (injected)")
+        return store_asset_event(self, conn, event, event_id)
+
+    monkeypatch.setattr(RangeCheckEventLogStorage, "_store_asset_event", failing_once)
+    with dg.DagsterInstance.get() as instance:
+        result = run_demo(emulator, database_url, instance, tags=last(hours=1))
+        planned = instance.get_records_for_run(
+            result.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=1000
+        ).records
+
+    assert result.success
+    assert len(failures) == 1
+    per_window = [
+        (r.event_log_entry.dagster_event.asset_key, r.event_log_entry.dagster_event.partition)
+        for r in planned
+    ]
+    assert len(per_window) == len(set(per_window)) == 32  # the job's 8 assets × 4 windows
