@@ -257,6 +257,10 @@ class Measured:
     after_steps: float = 0.0  # Dagster: last step end → call returns
     first_request: float | None = None  # call → the first request sent
     last_answer: float | None = None  # the last answer → call returns
+    # Median seconds from send to answer of requests sent after a pacing pause (a window's
+    # first), and of the others.
+    after_pause: float | None = None
+    back_to_back: float | None = None
     pulled: int | None = None
     pushed: int | None = None
     cpu: float = 0.0  # this process's CPU seconds during the run (robust to a busy machine)
@@ -455,6 +459,7 @@ class Bench:
         if REQUEST_SPANS:
             measured.first_request = min(sent for sent, _ in REQUEST_SPANS) - started
             measured.last_answer = started + wall - max(answer for _, answer in REQUEST_SPANS)
+            measured.after_pause, measured.back_to_back = answer_times(REQUEST_SPANS)
         return measured
 
     def _read_events(self, measured: Measured, run_id: str, started: float, ended: float):
@@ -533,6 +538,20 @@ def conversions_so_far() -> int:
     from reconcile_pipeline.engine.convert import conversions
 
     return conversions.value
+
+
+def answer_times(spans: list[tuple[float, float]]) -> tuple[float | None, float | None]:
+    """Median answer time of the requests sent after a pause of half a second or more (the
+    first of each pacing window), and of the rest."""
+    ordered = sorted(spans)
+    paused, rest = [], []
+    for n, (sent, answered) in enumerate(ordered):
+        after_pause = n > 0 and sent - ordered[n - 1][1] >= 0.5
+        (paused if after_pause else rest).append(answered - sent)
+    return (
+        statistics.median(paused) if paused else None,
+        statistics.median(rest) if rest else None,
+    )
 
 
 def record_request_spans() -> None:
@@ -753,6 +772,12 @@ def where_time_goes(name: str, m: Measured, floor_seconds: float) -> str:
             f"answered {m.last_answer:.2f} s before it returned; in between {span:.2f} s "
             f"(floor {floor_seconds:.2f})"
         )
+        if m.after_pause is not None and m.back_to_back is not None:
+            line += (
+                f"; a window's first request answered in {m.after_pause * 1000:.0f} ms "
+                f"(median), the others in {m.back_to_back * 1000:.0f} ms: the pacer starts each "
+                "window a second after the previous window's first answer (never a 429)"
+            )
     if m.steps:
         steps = sorted(m.steps.items(), key=lambda item: -item[1])
         step_text = ", ".join(f"{k.split('__')[-1]} {v:.2f}" for k, v in steps[:6])
