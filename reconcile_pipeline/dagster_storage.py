@@ -24,7 +24,11 @@ benchmarks/reconcile_throughput.py):
 * **A batch is stored whole or not at all.** dagster_postgres commits each write of a batch
   apart; when one fails, Dagster stores the batch again one event at a time, duplicating what
   was written before the failure (a duplicate check execution even fails the run). Here a batch
-  is one transaction.
+  is one transaction. The price: its events become visible together at the commit, a few
+  milliseconds after their storage ids were drawn, so a reader paging the whole event log by
+  storage id could pass over them if another run's event committed in between. Only planned
+  events and a range run's materializations come in batches; the project's sensors read check
+  evaluations and run failures, never batched.
 """
 
 import contextlib
@@ -103,6 +107,9 @@ class RangeCheckEventLogStorage(PostgresEventLogStorage):
 
     @contextlib.contextmanager
     def _batch_transaction(self) -> Iterator[None]:
+        if getattr(self._batch, "connection", None) is not None:  # already inside one
+            yield
+            return
         with super()._connect() as conn:
             conn = conn.execution_options(isolation_level="READ COMMITTED")  # noqa: PLW2901
             with conn.begin():

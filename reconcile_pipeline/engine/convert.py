@@ -48,7 +48,8 @@ def _short(raw: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# A str holds a surrogate code point only unpaired (decoding pairs them into one character).
+# Surrogate code points: UTF-8 (and so PostgreSQL) cannot encode one, paired or not (a str
+# decoded from valid text never holds them; one built from escapes or bad JSON can).
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 

@@ -278,8 +278,7 @@ class Repository:
     ) -> list[DirtyLead]:
         """Leads with unpushed portal changes (made before `as_of` when given), or with portal
         writes to Airtable-owned columns waiting to be reverted; oldest first."""
-        specs = self.mapping.fields
-        select_list = ", ".join(f"l.{_quote(f.column)}" for f in specs)
+        select_list = ", ".join(f"l.{_quote(c)}" for c in self._columns)
         rows = conn.execute(
             text(
                 f"SELECT s.airtable_record_id, s.portal_change_counter, s.base_values, "

@@ -243,6 +243,12 @@ def test_a_planned_batch_whose_index_update_fails_is_stored_once(
         planned = instance.get_records_for_run(
             result.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=1000
         ).records
+        executions = [
+            (check, record.partition)
+            for check, records in check_executions(instance).items()
+            for record in records
+            if record.run_id == result.run_id
+        ]
 
     assert result.success
     assert len(failures) == 1
@@ -251,3 +257,7 @@ def test_a_planned_batch_whose_index_update_fails_is_stored_once(
         for r in planned
     ]
     assert len(per_window) == len(set(per_window)) == 32  # the job's 8 assets × 4 windows
+    # Each check's execution per window once (a second copy of the planned batch would have
+    # failed the run on Dagster's unique index, or left copies here).
+    assert len(executions) == len(set(executions)) == len(CHECK_KEYS) * 4
+
