@@ -229,12 +229,30 @@ def from_postgres(field: FieldSpec, value: Any) -> Any:
     return postgres_reader(field)(value)
 
 
-def _none_or(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else convert(value)
+def _postgres_boolean(value: Any) -> bool:
+    return bool(value) if value is not None else False
 
 
-def _postgres_date(value: Any) -> str:
+def _postgres_text(value: Any) -> Any:
+    return value or None
+
+
+def _postgres_integer(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _postgres_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _postgres_date(value: Any) -> str | None:
+    if value is None:
+        return None
     return value.isoformat() if isinstance(value, dt.date) else str(value)[:10]
+
+
+def _postgres_list(value: Any) -> Any:
+    return value if value != [] else None
 
 
 def _postgres_datetime(field: FieldSpec) -> Callable[[Any], Any]:
@@ -248,16 +266,17 @@ def _postgres_datetime(field: FieldSpec) -> Callable[[Any], Any]:
     return read
 
 
+# Module functions, not lambdas: each is its own unit for the mutation tester.
 _POSTGRES_READERS: dict[FieldKind, Callable[[Any], Any]] = {
-    FieldKind.BOOLEAN: lambda value: bool(value) if value is not None else False,
-    FieldKind.TEXT: lambda value: value or None,
-    FieldKind.SELECT: lambda value: value or None,
-    FieldKind.LINK: lambda value: value or None,
-    FieldKind.INTEGER: _none_or(int),
-    FieldKind.FLOAT: _none_or(float),
-    FieldKind.DATE: _none_or(_postgres_date),
-    FieldKind.JSON: lambda value: value if value != [] else None,
-    FieldKind.ATTACHMENTS: lambda value: value if value != [] else None,
+    FieldKind.BOOLEAN: _postgres_boolean,
+    FieldKind.TEXT: _postgres_text,
+    FieldKind.SELECT: _postgres_text,
+    FieldKind.LINK: _postgres_text,
+    FieldKind.INTEGER: _postgres_integer,
+    FieldKind.FLOAT: _postgres_float,
+    FieldKind.DATE: _postgres_date,
+    FieldKind.JSON: _postgres_list,
+    FieldKind.ATTACHMENTS: _postgres_list,
 }
 
 

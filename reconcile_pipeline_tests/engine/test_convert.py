@@ -115,6 +115,29 @@ def test_values_read_from_postgres_become_canonical():
     assert from_postgres(TAGS, []) is None
     assert from_postgres(TAGS, ["x"]) == ["x"]
     assert from_postgres(TEXT, "") is None
+    assert from_postgres(TEXT, "José") == "José"
+    for field in (TEXT, FLOAT, DAY, WHEN, TAGS):
+        assert from_postgres(field, None) is None, field.kind
+    count = FieldSpec("Count", "count", FieldKind.INTEGER)
+    assert from_postgres(count, 7) == 7 and from_postgres(count, None) is None
+
+
+def test_every_field_kind_has_a_postgres_reader():
+    from reconcile_pipeline.engine.convert import postgres_reader
+    from reconcile_pipeline.engine.mapping import FieldKind, FieldSpec
+
+    for kind in FieldKind:
+        assert callable(postgres_reader(FieldSpec(f"F {kind.value}", "col", kind)))
+
+
+def test_only_surrogate_code_points_make_text_unstorable():
+    from reconcile_pipeline.engine.convert import has_lone_surrogate, jsonb_safe
+
+    assert not has_lone_surrogate("plain ascii")
+    assert not has_lone_surrogate("José, Zoë, 日本, 🙂")
+    assert has_lone_surrogate("bad \udc80 byte")
+    assert has_lone_surrogate("\ud83d")
+    assert jsonb_safe({"name": "José 🙂"}) and not jsonb_safe({"name": "x\udc80"})
 
 
 def test_format_datetime_treats_naive_as_utc_and_converts_offsets():

@@ -25,16 +25,19 @@ def _as_airtable_says(record, **values):
     return dataclasses.replace(record, values={**record.values, **values})
 
 
-def test_drift_counts_what_differs_and_leaves_out_deleted_newer_and_pending_portal_edits(
+def test_drift_counts_what_differs_and_leaves_out_deleted_newer_held_and_pending_portal_edits(
     emulator, engine, client, repo
 ):
-    ids = [seed(emulator, Email=f"drift{i}@example.com", Status="New") for i in range(5)]
-    plain, deleted, newer, pending, untouched = ids
+    ids = [seed(emulator, Email=f"drift{i}@example.com", Status="New") for i in range(6)]
+    plain, deleted, newer, pending, held, untouched = ids
     t0 = now()
     run, pull, _ = run_window(repo, client, t0 - dt.timedelta(minutes=20), t0)
-    assert pull.pulled == 5
+    assert pull.pulled == 6
     portal_write(engine, pending, claimed_by="ana")  # waits to be pushed
     with engine.begin() as conn:
+        # A value held back from the portal (a link waiting for its record, bad input).
+        hold = {"record_id": held, "field": "status", "reason": "held", "raw": "Engaged"}
+        repo.quarantine(conn, [hold], "pull", run)
         conn.execute(
             text(
                 "UPDATE reconcile.sync_state SET deleted_at = now() WHERE airtable_record_id = :r"
@@ -51,32 +54,59 @@ def test_drift_counts_what_differs_and_leaves_out_deleted_newer_and_pending_port
         )
     # Airtable's answer, as this run knows it, differs from the portal's row for each record:
     pulled = [
-        _as_airtable_says(_pulled(pull, plain), status="Engaged"),
+        # Not pending: the portal's own field differs too, and counts.
+        _as_airtable_says(_pulled(pull, plain), status="Engaged", claimed_by="bob"),
         _as_airtable_says(_pulled(pull, deleted), status="Engaged"),
         # This run's copy is older than the version applied since.
         dataclasses.replace(_as_airtable_says(_pulled(pull, newer), status="Engaged"), modified=t0),
         # The portal's own field waits to be pushed (not drift); Airtable's field differs (drift).
         _as_airtable_says(_pulled(pull, pending), claimed_by="bob", company="Elsewhere Inc"),
+        _as_airtable_says(_pulled(pull, held), status="Engaged"),
         _pulled(pull, untouched),
     ]
 
     finding = invariants.window_drift(repo, run.run_id, pulled)
 
     assert not finding.passed
-    assert finding.count == 2
+    assert finding.count == 3
+    assert finding.summary == "3 field values differ between the sides"
     assert {e["record_id"]: e["fields"] for e in finding.examples} == {
-        plain: "status",
+        plain: "status, claimed_by",
         pending: "company",
     }
+    assert finding.figures == {
+        "drift_by_field": {"status": 1, "claimed_by": 1, "company": 1},
+        "records": 6,
+    }
+    agreeing = invariants.window_drift(repo, run.run_id, [_pulled(pull, untouched)])
+    assert (agreeing.passed, agreeing.count) == (True, 0)
+    assert agreeing.summary == "the window's records agree on every mapped field"
 
 
-def test_drift_counts_a_pulled_record_whose_lead_is_gone(emulator, engine, client, repo):
-    rid = seed(emulator, Email="gone.lead@example.com")
+def test_drift_counts_a_pulled_record_whose_lead_is_gone_and_goes_on(
+    emulator, engine, client, repo
+):
+    gone = seed(emulator, Email="gone.lead@example.com")
+    other = seed(emulator, Email="other.lead@example.com", Status="New")
     t0 = now()
     run, pull, _ = run_window(repo, client, t0 - dt.timedelta(minutes=20), t0)
     with engine.begin() as conn:
-        conn.execute(text("DELETE FROM leads WHERE airtable_record_id = :r"), {"r": rid})
+        conn.execute(text("DELETE FROM leads WHERE airtable_record_id = :r"), {"r": gone})
+    pulled = [_pulled(pull, gone), _as_airtable_says(_pulled(pull, other), status="Engaged")]
 
-    finding = invariants.window_drift(repo, run.run_id, pull.records)
+    finding = invariants.window_drift(repo, run.run_id, pulled)
 
-    assert (finding.passed, finding.count) == (False, 1)
+    assert (finding.passed, finding.count) == (False, 2)
+    assert finding.figures["drift_by_field"] == {"(missing lead)": 1, "status": 1}
+
+
+def test_drift_names_at_most_ten_records(emulator, engine, client, repo):
+    ids = [seed(emulator, Email=f"many{i}@example.com", Status="New") for i in range(11)]
+    t0 = now()
+    run, pull, _ = run_window(repo, client, t0 - dt.timedelta(minutes=20), t0)
+    pulled = [_as_airtable_says(_pulled(pull, rid), status="Engaged") for rid in ids]
+
+    finding = invariants.window_drift(repo, run.run_id, pulled)
+
+    assert finding.count == 11
+    assert len(finding.examples) == invariants.EXAMPLES == 10
