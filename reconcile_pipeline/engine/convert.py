@@ -230,7 +230,7 @@ def from_postgres(field: FieldSpec, value: Any) -> Any:
 
 
 def _postgres_boolean(value: Any) -> bool:
-    return bool(value) if value is not None else False
+    return bool(value)  # NULL reads as False
 
 
 def _postgres_text(value: Any) -> Any:
@@ -246,9 +246,7 @@ def _postgres_float(value: Any) -> float | None:
 
 
 def _postgres_date(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.isoformat() if isinstance(value, dt.date) else str(value)[:10]
+    return None if value is None else str(value)[:10]  # a date's str is its ISO form
 
 
 def _postgres_list(value: Any) -> Any:

@@ -123,11 +123,17 @@ def test_values_read_from_postgres_become_canonical():
 
 
 def test_every_field_kind_has_a_postgres_reader():
-    from reconcile_pipeline.engine.convert import postgres_reader
-    from reconcile_pipeline.engine.mapping import FieldKind, FieldSpec
+    from types import SimpleNamespace
+
+    from reconcile_pipeline.engine.convert import from_postgres, postgres_reader
 
     for kind in FieldKind:
         assert callable(postgres_reader(FieldSpec(f"F {kind.value}", "col", kind)))
+    with pytest.raises(AssertionError, match="unhandled kind bogus"):
+        postgres_reader(SimpleNamespace(kind="bogus"))
+    # A value PostgreSQL should never hold is named with its field, never passed on.
+    with pytest.raises(InvalidValue, match="At"):
+        from_postgres(WHEN, "not a time")
 
 
 def test_only_surrogate_code_points_make_text_unstorable():

@@ -8,9 +8,10 @@ applied), so each exclusion is pinned here against the values it reads back from
 import dataclasses
 import datetime as dt
 
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from reconcile_pipeline.engine import invariants
+from reconcile_pipeline.engine.repository import Repository
 from reconcile_pipeline_tests.engine.test_end_to_end import portal_write, seed
 from reconcile_pipeline_tests.engine.test_trust import now, run_window
 
@@ -86,18 +87,21 @@ def test_drift_counts_what_differs_and_leaves_out_deleted_newer_held_and_pending
 def test_drift_counts_a_pulled_record_whose_lead_is_gone_and_goes_on(
     emulator, engine, client, repo
 ):
-    gone = seed(emulator, Email="gone.lead@example.com")
+    gone = [seed(emulator, Email=f"gone{i}.lead@example.com") for i in range(2)]
     other = seed(emulator, Email="other.lead@example.com", Status="New")
     t0 = now()
     run, pull, _ = run_window(repo, client, t0 - dt.timedelta(minutes=20), t0)
     with engine.begin() as conn:
-        conn.execute(text("DELETE FROM leads WHERE airtable_record_id = :r"), {"r": gone})
-    pulled = [_pulled(pull, gone), _as_airtable_says(_pulled(pull, other), status="Engaged")]
+        conn.execute(text("DELETE FROM leads WHERE airtable_record_id = ANY(:r)"), {"r": gone})
+    pulled = [
+        *(_pulled(pull, rid) for rid in gone),
+        _as_airtable_says(_pulled(pull, other), status="Engaged"),
+    ]
 
     finding = invariants.window_drift(repo, run.run_id, pulled)
 
-    assert (finding.passed, finding.count) == (False, 2)
-    assert finding.figures["drift_by_field"] == {"(missing lead)": 1, "status": 1}
+    assert (finding.passed, finding.count) == (False, 3)
+    assert finding.figures["drift_by_field"] == {"(missing lead)": 2, "status": 1}
 
 
 def test_drift_names_at_most_ten_records(emulator, engine, client, repo):
@@ -110,3 +114,29 @@ def test_drift_names_at_most_ten_records(emulator, engine, client, repo):
 
     assert finding.count == 11
     assert len(finding.examples) == invariants.EXAMPLES == 10
+
+
+
+def test_the_drift_check_never_waits_on_a_portal_transaction(emulator, engine, client, repo):
+    """A read-only check: a portal transaction holding a lead's row (a long form save) does not
+    block it (with a lock, it would wait here until PostgreSQL's lock timeout)."""
+    rid = seed(emulator, Email="busy.lead@example.com")
+    t0 = now()
+    run, pull, _ = run_window(repo, client, t0 - dt.timedelta(minutes=20), t0)
+    impatient = create_engine(
+        engine.url.render_as_string(hide_password=False),
+        connect_args={"options": "-c lock_timeout=2000"},
+    )
+    try:
+        with engine.connect() as portal:
+            portal.execute(
+                text("SELECT 1 FROM leads WHERE airtable_record_id = :r FOR UPDATE"), {"r": rid}
+            )
+            finding = invariants.window_drift(
+                Repository(impatient, repo.mapping), run.run_id, pull.records
+            )
+            portal.rollback()
+    finally:
+        impatient.dispose()
+
+    assert (finding.passed, finding.count) == (True, 0)
