@@ -7,6 +7,7 @@ record ids for a person to act on.
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import text
@@ -257,8 +258,7 @@ def window_drift(
     airtable = {record.record_id: record.values for record in pulled}
     snapshot_times = {record.record_id: record.modified for record in pulled}
     with repo.engine.connect() as conn:
-        leads = repo.lock_leads(conn, list(airtable), lock=False)
-        states = repo.brief_states(conn, list(airtable))
+        current = repo.drift_rows(conn, list(airtable))
         pushed = conn.execute(
             text(
                 "SELECT airtable_record_id, fields_sent FROM reconcile.push_results "
@@ -273,32 +273,40 @@ def window_drift(
         if rid in airtable:
             airtable[rid] = {**airtable[rid], **sent}
     by_column = repo.mapping.by_column()
+    columns = repo.columns
+    # A record holding every mapped column equal on both sides has nothing to report: one
+    # tuple comparison instead of a field-by-field look (most of a window's records).
+    pick = itemgetter(*columns) if len(columns) > 1 else lambda values: (values[columns[0]],)
     drifted: dict[str, int] = {}
     examples = []
     for rid, values in airtable.items():
-        lead = leads.get(rid)
-        state = states.get(rid)
-        if lead is None:
+        found = current.get(rid)
+        if found is None:
             drifted["(missing lead)"] = drifted.get("(missing lead)", 0) + 1
             continue
-        if state is not None and state.deleted:
+        state, lead_values = found
+        if state.deleted:
             continue
-        newer = (
-            state is not None
-            and state.airtable_modified_at is not None
-            and snapshot_times.get(rid) is not None
-            and state.airtable_modified_at > snapshot_times[rid]
-        )
-        if newer:
+        snapshot_time = snapshot_times.get(rid)
+        if (
+            state.airtable_modified_at is not None
+            and snapshot_time is not None
+            and state.airtable_modified_at > snapshot_time
+        ):
             continue  # a newer Airtable version was applied after this snapshot
-        pending = state is not None and state.dirty
+        try:
+            if pick(values) == lead_values:
+                continue
+        except KeyError:  # a column this snapshot does not hold: compared field by field
+            pass
+        lead = dict(zip(columns, lead_values, strict=True))
         fields = [
             c
             for c, v in values.items()
             if c in lead
             and lead[c] != v
             and (rid, c) not in held
-            and not (pending and by_column[c].portal_owned)
+            and not (state.dirty and by_column[c].portal_owned)
         ]
         for c in fields:
             drifted[c] = drifted.get(c, 0) + 1

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import call
 from typing import Any, NamedTuple
 
 from sqlalchemy import text
@@ -71,11 +72,11 @@ class SyncState:
 
 
 class StateBrief(NamedTuple):
-    """A record's sync state as the drift check reads it (`Repository.brief_states`)."""
+    """A record's sync state as the drift check reads it (`Repository.drift_rows`)."""
 
     airtable_modified_at: dt.datetime | None
-    deleted: bool
-    dirty: bool  # a portal edit waits to be pushed
+    deleted: bool | None  # None (as dirty): the record has no sync state
+    dirty: bool | None  # a portal edit waits to be pushed
 
 
 @dataclass(frozen=True)
@@ -260,18 +261,34 @@ class Repository:
         ).all()
         return {row[0]: SyncState(*row) for row in rows}
 
-    def brief_states(self, conn: Connection, record_ids: Sequence[str]) -> dict[str, StateBrief]:
-        """What the drift check needs of each record's sync state, read without locking and
-        without the stored values (which `lock_states` decodes for every record)."""
+    def drift_rows(
+        self, conn: Connection, record_ids: Sequence[str]
+    ) -> dict[str, tuple[StateBrief, tuple]]:
+        """For each of `record_ids` with a lead: what the drift check needs of its sync state
+        (all None without one) and its mapped columns' canonical values (in `columns` order).
+        One unlocking read, without the stored values `lock_states` decodes."""
+        select_list = ", ".join(f"l.{_quote(c)}" for c in self._columns)
         rows = conn.execute(
             text(
-                "SELECT airtable_record_id, airtable_modified_at, deleted_at IS NOT NULL, "
-                "portal_change_counter > pushed_counter FROM reconcile.sync_state "
-                f"WHERE client = :c AND table_key = :t AND airtable_record_id = ANY({_IDS_ARRAY})"
+                f"SELECT l.{self.key_sql}, s.airtable_modified_at, s.deleted_at IS NOT NULL, "
+                f"s.portal_change_counter > s.pushed_counter, {select_list} "
+                f"FROM {self.table_sql} l LEFT JOIN reconcile.sync_state s "
+                "ON s.client = :c AND s.table_key = :t "
+                f"AND s.airtable_record_id = l.{self.key_sql} "
+                f"WHERE l.{self.key_sql} = ANY({_IDS_ARRAY})"
             ),
             {"c": self.mapping.client, "t": self.mapping.name, "ids": _json(list(record_ids))},
         ).all()
-        return {row[0]: StateBrief(row[1], row[2], row[3]) for row in rows}
+        reads = [read for _, read in self._readers]
+        return {
+            row[0]: (StateBrief(row[1], row[2], row[3]), tuple(map(call, reads, row[4:])))
+            for row in rows
+        }
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The mapped columns, in the mapping's order (the order `drift_rows` reads them in)."""
+        return tuple(self._columns)
 
     def dirty_leads(
         self, conn: Connection, as_of: dt.datetime | None = None, limit: int | None = None

@@ -116,6 +116,32 @@ def test_drift_names_at_most_ten_records(emulator, engine, client, repo):
     assert len(finding.examples) == invariants.EXAMPLES == 10
 
 
+def test_drift_compares_a_record_without_sync_state_or_with_a_column_missing_field_by_field(
+    emulator, engine, client, repo
+):
+    """Most records agree on every column and are passed over whole; these two are not: one
+    has lost its sync state (its lead still counts), one's pulled copy lacks a mapped column
+    (the others are still compared)."""
+    stateless, partial = (
+        seed(emulator, Email=f"{name}@example.com", Status="New") for name in ("gone", "partial")
+    )
+    t0 = now()
+    run, pull, _ = run_window(repo, client, t0 - dt.timedelta(minutes=20), t0)
+    with engine.begin() as conn:
+        conn.execute(
+            text("DELETE FROM reconcile.sync_state WHERE airtable_record_id = :r"), {"r": stateless}
+        )
+    lacking = _as_airtable_says(_pulled(pull, partial), status="Engaged")
+    lacking = dataclasses.replace(
+        lacking, values={c: v for c, v in lacking.values.items() if c != "company"}
+    )
+    pulled = [_as_airtable_says(_pulled(pull, stateless), status="Engaged"), lacking]
+
+    finding = invariants.window_drift(repo, run.run_id, pulled)
+
+    assert finding.figures["drift_by_field"] == {"status": 2}
+    assert [e["record_id"] for e in finding.examples] == [stateless, partial]
+
 
 def test_the_drift_check_never_waits_on_a_portal_transaction(emulator, engine, client, repo):
     """A read-only check: a portal transaction holding a lead's row (a long form save) does not
