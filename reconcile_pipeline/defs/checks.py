@@ -10,9 +10,7 @@ Severity and blocking are chosen per check:
 """
 
 import datetime as dt
-import traceback
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dagster as dg
@@ -30,9 +28,6 @@ FRESHNESS_LIMIT = dt.timedelta(minutes=60)
 # lags because pulls fail or nothing runs.
 CONTINUITY_MAX_LAG = dt.timedelta(minutes=45)
 CONTINUITY_HORIZON = dt.timedelta(days=7)
-# Checks of one step evaluated at once (each holds a connection of the portal's pool, five by
-# default, while it runs).
-CHECK_WORKERS = 4
 
 
 def _result(
@@ -61,9 +56,7 @@ class TableCheck:
     name: str
     asset: dg.AssetKey
     severity: dg.AssetCheckSeverity
-    # What the check finds, from the portal's database and the run's id; called on a worker
-    # thread, so it never touches the Dagster context.
-    find: Callable[[PostgresResource, str], Finding | dg.AssetCheckResult]
+    find: Callable[[dg.AssetCheckExecutionContext, PostgresResource], dg.AssetCheckResult]
     description: str
     blocking: bool = False
 
@@ -78,21 +71,11 @@ class TableCheck:
         )
 
 
-def _could_not_run(error: BaseException) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        passed=False,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=f"could not run: {type(error).__name__}: {error}"[:500],
-    )
-
-
 def _grouped(name: str, checks: list[TableCheck]) -> dg.AssetChecksDefinition:
     """`checks` (targeting assets one step materializes) evaluated in one step: a step costs
-    Dagster tens of milliseconds whatever it does (issue 15, a run's fixed cost). Their queries
-    run side by side, at most `CHECK_WORKERS` at a time (read-only, each on a connection of its
-    own), so the step lasts about as long as its slowest check. Each check is still its own
-    check in the UI, selectable alone; one that cannot run (its query raised) fails with the
-    error's type and message while the others are evaluated."""
+    Dagster tens of milliseconds whatever it does (issue 15, a run's fixed cost). Each check
+    is still its own check in the UI, selectable alone; one that cannot run (its query raised)
+    fails with the error's type and message while the others are evaluated."""
 
     @dg.multi_asset_check(
         name=name,
@@ -102,40 +85,28 @@ def _grouped(name: str, checks: list[TableCheck]) -> dg.AssetChecksDefinition:
     )
     def evaluate(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
         postgres: PostgresResource = context.resources.postgres
-        run_id = context.run.run_id
-        selected = [
-            check
-            for check in checks
-            if dg.AssetCheckKey(check.asset, check.name) in context.selected_asset_check_keys
-        ]
-        with ThreadPoolExecutor(
-            max_workers=max(1, min(CHECK_WORKERS, len(selected))), thread_name_prefix=name
-        ) as workers:
-            found = [workers.submit(check.find, postgres, run_id) for check in selected]
-            for check, future in zip(selected, found, strict=True):
-                try:
-                    outcome = future.result()
-                except Exception as error:  # reported as the check's failure; the rest still run
-                    context.log.error(
-                        "Check %s could not run: %s",
-                        check.name,
-                        "".join(traceback.format_exception(error)),
-                    )
-                    result = _could_not_run(error)
-                else:
-                    result = (
-                        _result(context, outcome, check.severity)
-                        if isinstance(outcome, Finding)
-                        else outcome
-                    )
-                yield dg.AssetCheckResult(
-                    asset_key=check.asset,
-                    check_name=check.name,
-                    passed=result.passed,
-                    severity=result.severity,
-                    metadata=result.metadata,
-                    description=result.description,
+        selected = context.selected_asset_check_keys
+        for check in checks:
+            key = dg.AssetCheckKey(check.asset, check.name)
+            if key not in selected:
+                continue
+            try:
+                result = check.find(context, postgres)
+            except Exception as error:  # reported as the check's failure; the rest still run
+                context.log.exception("Check %s could not run", check.name)
+                result = dg.AssetCheckResult(
+                    passed=False,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    description=f"could not run: {type(error).__name__}: {error}"[:500],
                 )
+            yield dg.AssetCheckResult(
+                asset_key=check.asset,
+                check_name=check.name,
+                passed=result.passed,
+                severity=result.severity,
+                metadata=result.metadata,
+                description=result.description,
+            )
 
     return evaluate
 
@@ -148,15 +119,16 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
     client = table.client
     warn, error = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
 
-    def finding(compute):
+    def finding(compute, severity):
         """A check's `find` from the invariant it evaluates (`compute(repository, run id)`)."""
 
-        def find(postgres: PostgresResource, run_id: str) -> Finding:
-            return compute(postgres.repository(mapping), run_id)
+        def find(context, postgres: PostgresResource) -> dg.AssetCheckResult:
+            found = compute(postgres.repository(mapping), context.run.run_id)
+            return _result(context, found, severity)
 
         return find
 
-    def budget(postgres: PostgresResource, _run_id: str) -> dg.AssetCheckResult:
+    def budget(context, postgres: PostgresResource) -> dg.AssetCheckResult:
         month = api_usage.month_budget(
             postgres.engine,
             client.workspace,
@@ -188,7 +160,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
             "no_record_twice_in_pull",
             table.airtable_key,
             warn,
-            finding(invariants.records_repeated_in_pull),
+            finding(invariants.records_repeated_in_pull, warn),
             "No Airtable record came twice in this run's pull (repeats are deduplicated; a "
             "repeat means the listing shifted under pagination).",
         ),
@@ -196,7 +168,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
             "no_echo_marked_dirty",
             table.merged_key,
             error,
-            finding(invariants.echoes_marked_dirty),
+            finding(invariants.echoes_marked_dirty, error),
             "Loop detection: nothing pulled back as an echo of our own push marked a lead dirty.",
             blocking=True,
         ),
@@ -204,7 +176,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
             "one_lead_per_airtable_record",
             table.merged_key,
             error,
-            finding(lambda repo, _run: invariants.duplicate_leads(repo)),
+            finding(lambda repo, _run: invariants.duplicate_leads(repo), error),
             "Duplicate detection: exactly one PostgreSQL lead per Airtable record.",
             blocking=True,
         ),
@@ -212,14 +184,14 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
             "no_duplicate_contacts",
             table.merged_key,
             warn,
-            finding(lambda repo, _run: invariants.duplicate_contacts(repo)),
+            finding(lambda repo, _run: invariants.duplicate_contacts(repo), warn),
             "Live leads sharing an e-mail or phone, reported with their record ids.",
         ),
         TableCheck(
             "no_new_quarantine",
             table.merged_key,
             warn,
-            finding(invariants.quarantine_growth),
+            finding(invariants.quarantine_growth, warn),
             "Quarantine growth: records this run could not map (held with the reason, retried).",
         ),
         TableCheck(
@@ -229,7 +201,8 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
             finding(
                 lambda repo, _run: invariants.pull_continuity(
                     repo, max_lag=CONTINUITY_MAX_LAG, horizon=CONTINUITY_HORIZON
-                )
+                ),
+                error,
             ),
             "Every stretch of time (last 7 days) is covered by a committed pull, and the "
             "high-water mark is less than 45 minutes old. Not blocking: the push is still right "
@@ -241,7 +214,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
             "no_portal_writes_to_airtable_fields",
             table.pushed.key,
             warn,
-            finding(invariants.portal_writes_to_airtable_fields),
+            finding(invariants.portal_writes_to_airtable_fields, warn),
             "The portal wrote no Airtable-owned column (each such write is put back to "
             "Airtable's value by the run, audited as `reverted_portal_write`).",
         ),
@@ -249,7 +222,7 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
             "no_repeated_push",
             table.pushed.key,
             error,
-            finding(invariants.repeated_pushes),
+            finding(invariants.repeated_pushes, error),
             "Loop detection: no lead pushed again unless the portal changed it again.",
         ),
         TableCheck(
@@ -257,7 +230,8 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
             table.pushed.key,
             error,
             finding(
-                lambda repo, run: invariants.push_error_rate(repo, run, PUSH_ERROR_RATE_THRESHOLD)
+                lambda repo, run: invariants.push_error_rate(repo, run, PUSH_ERROR_RATE_THRESHOLD),
+                error,
             ),
             "At most 10% of this run's pushes failed or were rejected (they stay dirty and retry).",
         ),
@@ -265,14 +239,14 @@ def build_table_checks(table: TableAssets) -> list[dg.AssetChecksDefinition]:
             "no_drift_in_window",
             table.pushed.key,
             warn,
-            finding(drift),
+            finding(drift, warn),
             "After the run, the window's records agree on both sides (pending portal edits aside).",
         ),
         TableCheck(
             "reconcile_is_fresh",
             table.pushed.key,
             warn,
-            finding(lambda repo, _run: invariants.freshness(repo, FRESHNESS_LIMIT)),
+            finding(lambda repo, _run: invariants.freshness(repo, FRESHNESS_LIMIT), warn),
             "The last successful push is under an hour old and no portal edit waits longer.",
         ),
     ]

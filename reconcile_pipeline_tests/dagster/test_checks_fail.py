@@ -232,37 +232,6 @@ def test_a_check_that_cannot_run_fails_alone_and_its_step_s_other_checks_are_eva
     assert "airtable_push_results" in materialized(result)
 
 
-def test_a_step_s_checks_are_evaluated_side_by_side(emulator, resources, monkeypatch):
-    """The pull's checks run at once (the step lasts about as long as its slowest): two of them
-    wait for each other here, which only checks evaluated side by side get past (one after the
-    other, the first gives up when the barrier's timeout breaks it, and fails)."""
-    import threading
-
-    from reconcile_pipeline.engine import invariants
-
-    together = threading.Barrier(2, timeout=10)
-    threads = {}
-
-    def meeting(name, evaluate):
-        def check(repo):
-            threads[name] = threading.current_thread()
-            together.wait()
-            return evaluate(repo)
-
-        return check
-
-    for name in ("duplicate_leads", "duplicate_contacts"):
-        monkeypatch.setattr(invariants, name, meeting(name, getattr(invariants, name)))
-    emulator.seed_records(BASE, TABLE, [lead_fields(i) for i in range(3)])
-
-    result = materialize(resources)
-
-    passed(result, "one_lead_per_airtable_record")
-    passed(result, "no_duplicate_contacts")
-    assert threads["duplicate_leads"] is not threads["duplicate_contacts"]
-    assert "airtable_push_results" in materialized(result)
-
-
 def test_no_new_quarantine_fails_on_an_unknown_select_option(emulator, resources, engine):
     ids = seed(emulator, 3)
     assert materialize(resources).success
