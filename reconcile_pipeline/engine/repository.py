@@ -266,23 +266,32 @@ class Repository:
     ) -> dict[str, tuple[StateBrief, tuple]]:
         """For each of `record_ids` with a lead: what the drift check needs of its sync state
         (all None without one) and its mapped columns' canonical values (in `columns` order).
-        One unlocking read, without the stored values `lock_states` decodes."""
-        select_list = ", ".join(f"l.{_quote(c)}" for c in self._columns)
-        rows = conn.execute(
+        Read without locking, and without the stored values `lock_states` decodes. (Two
+        queries: the two tables joined in one took 1.8 s at 10k records in the benchmark,
+        against hundredths of a second for these.)"""
+        ids = _json(list(record_ids))
+        select_list = ", ".join([self.key_sql] + [_quote(c) for c in self._columns])
+        leads = conn.execute(
             text(
-                f"SELECT l.{self.key_sql}, s.airtable_modified_at, s.deleted_at IS NOT NULL, "
-                f"s.portal_change_counter > s.pushed_counter, {select_list} "
-                f"FROM {self.table_sql} l LEFT JOIN reconcile.sync_state s "
-                "ON s.client = :c AND s.table_key = :t "
-                f"AND s.airtable_record_id = l.{self.key_sql} "
-                f"WHERE l.{self.key_sql} = ANY({_IDS_ARRAY})"
+                f"SELECT {select_list} FROM {self.table_sql} "
+                f"WHERE {self.key_sql} = ANY({_IDS_ARRAY})"
             ),
-            {"c": self.mapping.client, "t": self.mapping.name, "ids": _json(list(record_ids))},
+            {"ids": ids},
         ).all()
+        states = conn.execute(
+            text(
+                "SELECT airtable_record_id, airtable_modified_at, deleted_at IS NOT NULL, "
+                "portal_change_counter > pushed_counter FROM reconcile.sync_state "
+                f"WHERE client = :c AND table_key = :t AND airtable_record_id = ANY({_IDS_ARRAY})"
+            ),
+            {"c": self.mapping.client, "t": self.mapping.name, "ids": ids},
+        ).all()
+        brief = {row[0]: StateBrief(row[1], row[2], row[3]) for row in states}
+        stateless = StateBrief(None, None, None)
         reads = [read for _, read in self._readers]
         return {
-            row[0]: (StateBrief(row[1], row[2], row[3]), tuple(map(call, reads, row[4:])))
-            for row in rows
+            row[0]: (brief.get(row[0], stateless), tuple(map(call, reads, row[1:])))
+            for row in leads
         }
 
     @property
