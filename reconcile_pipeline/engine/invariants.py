@@ -275,8 +275,9 @@ def window_drift(
     by_column = repo.mapping.by_column()
     columns = repo.columns
     # A record holding every mapped column equal on both sides has nothing to report: one
-    # tuple comparison instead of a field-by-field look (most of a window's records).
-    pick = itemgetter(*columns) if len(columns) > 1 else lambda values: (values[columns[0]],)
+    # tuple comparison instead of a field-by-field look (most of a window's records). With a
+    # single column `pick` gives a value, not a tuple: every record is looked at field by field.
+    pick = itemgetter(*columns)
     drifted: dict[str, int] = {}
     examples = []
     for rid, values in airtable.items():

@@ -143,6 +143,26 @@ def test_drift_compares_a_record_without_sync_state_or_with_a_column_missing_fie
     assert [e["record_id"] for e in finding.examples] == [stateless, partial]
 
 
+def test_drift_of_a_table_mapping_one_field(emulator, engine, client, repo):
+    """A mapping of a single field compares that field (field by field: no tuple to compare)."""
+    differs, agrees = (
+        seed(emulator, Email=f"{name}@example.com", Status="New") for name in ("one", "same")
+    )
+    t0 = now()
+    run, pull, _ = run_window(repo, client, t0 - dt.timedelta(minutes=20), t0)
+    status = repo.mapping.by_column()["status"]
+    only_status = Repository(engine, dataclasses.replace(repo.mapping, fields=(status,)))
+    pulled = [
+        dataclasses.replace(_pulled(pull, differs), values={"status": "Engaged"}),
+        dataclasses.replace(_pulled(pull, agrees), values={"status": "New"}),
+    ]
+
+    finding = invariants.window_drift(only_status, run.run_id, pulled)
+
+    assert finding.figures["drift_by_field"] == {"status": 1}
+    assert finding.examples == [{"record_id": differs, "fields": "status"}]
+
+
 def test_the_drift_check_never_waits_on_a_portal_transaction(emulator, engine, client, repo):
     """A read-only check: a portal transaction holding a lead's row (a long form save) does not
     block it (with a lock, it would wait here until PostgreSQL's lock timeout)."""
