@@ -111,16 +111,21 @@ def check_executions(instance: dg.DagsterInstance) -> dict[tuple[str, str], list
     ],
     ids=["backfill", "schedule-tick"],
 )
+@pytest.mark.parametrize("batch_size", [None, "1000"], ids=["one-by-one", "batched"])
 def test_no_check_is_left_planned_and_never_run(
-    emulator, database_url, project_dagster_database, run, windows
+    emulator, database_url, project_dagster_database, run, windows, batch_size, monkeypatch
 ):
     """A run records every check it planned: no window's check execution is left PLANNED,
     which the UI shows as "Skipped" (for a backfill, a wall of them: issue 14), and a range
-    run writes one evaluation event per check, not one per window (issue 15, goal 4)."""
+    run writes one evaluation event per check, not one per window (issue 15, goal 4). Batched
+    (DAGSTER_EVENT_BATCH_SIZE, as the `reconcile` commands set it), the project's storage
+    writes the planned executions itself, in one statement."""
     from dagster._core.storage.asset_check_execution_record import (
         AssetCheckExecutionRecordStatus,
     )
 
+    if batch_size is not None:
+        monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", batch_size)
     emulator.seed_records("appDemoLeads00001", "Leads", [{"Email": "a@example.com"}])
     with dg.DagsterInstance.get() as instance:
         result = run_demo(emulator, database_url, instance, **run())
@@ -260,4 +265,3 @@ def test_a_planned_batch_whose_index_update_fails_is_stored_once(
     # Each check's execution per window once (a second copy of the planned batch would have
     # failed the run on Dagster's unique index, or left copies here).
     assert len(executions) == len(set(executions)) == len(CHECK_KEYS) * 4
-
