@@ -15,7 +15,10 @@ failure. Results are kept in mutants/: a run with no TARGET resumes where the la
 (mutants of functions edited since are retested); a run with TARGETs retests the mutants they
 name. --minutes stops the run then (as Ctrl-C does), keeping every result so far: the whole of
 engine/ is several thousand mutants, hours on two cores, so time-box it and resume.
-`rm -rf mutants` starts afresh (needed after editing [tool.mutmut]).
+`rm -rf mutants` starts afresh: needed after editing [tool.mutmut], and after changing a
+file that is not Python (the demo project file, SQL): mutmut copies those once and never
+refreshes them, so the clean run fails on the stale copy. After changing tests, remove
+mutants/mutmut-stats.json: mutmut maps only new tests to the functions they reach.
 
 The report's kill rate is detected / tested: a mutant is detected when a selected test failed
 (killed) or the run went over its time limit (timeout); it is undetected when every test that
