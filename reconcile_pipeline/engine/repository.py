@@ -106,8 +106,8 @@ class Repository:
         self.table_sql = f"{_quote(mapping.postgres_schema)}.{_quote(mapping.postgres_table)}"
         self.key_sql = _quote(mapping.key_column)
         self._columns = [f.column for f in mapping.fields]
-        # Each mapped column with its PostgreSQL → canonical reader, in `_columns` order.
-        self._readers = [(f.column, postgres_reader(f)) for f in mapping.fields]
+        # Each mapped column's PostgreSQL → canonical reader, in `_columns` order.
+        self._reads = [postgres_reader(f) for f in mapping.fields]
         self._staging_types = {f.column: STAGING_SQL_TYPES[f.kind] for f in mapping.fields}
         self._record_def = self._staging_def(self._columns)
         self.client_params = {"client_value": mapping.client_value}
@@ -222,18 +222,20 @@ class Repository:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def _canonical(self, row: Sequence[Any], start: int) -> dict[str, Any]:
-        """The mapped columns of a row read from PostgreSQL (from index `start` on, in
+    def _canonical_values(self, row: Sequence[Any], start: int) -> tuple:
+        """The mapped columns of a row read from PostgreSQL (from index `start` to its end, in
         mapping order), canonical."""
-        return {column: read(row[start + i]) for i, (column, read) in enumerate(self._readers)}
+        return tuple(map(call, self._reads, row[start:]))
 
-    def lock_leads(
-        self, conn: Connection, record_ids: Sequence[str], lock: bool = True
-    ) -> dict[str, dict]:
-        """Current canonical values of the mapped columns; rows locked until commit unless
-        `lock` is False (read-only callers such as the checks)."""
+    def _canonical(self, row: Sequence[Any], start: int) -> dict[str, Any]:
+        """`_canonical_values` by column name."""
+        return dict(zip(self._columns, self._canonical_values(row, start), strict=True))
+
+    def _lead_rows(self, conn: Connection, ids: str, *, lock: bool) -> Sequence[Any]:
+        """The leads of `ids` (a JSON array): the key, then the mapped columns as stored;
+        locked until commit when `lock` is set."""
         select_list = ", ".join([self.key_sql] + [_quote(c) for c in self._columns])
-        rows = conn.execute(
+        return conn.execute(
             text(
                 f"SELECT {select_list} FROM {self.table_sql} "
                 f"WHERE {self.key_sql} = ANY({_IDS_ARRAY}) "
@@ -241,21 +243,24 @@ class Repository:
                 # each other in a cycle because of us.
                 f"{f'ORDER BY {self.key_sql} FOR UPDATE' if lock else ''}"
             ),
-            {"ids": _json(list(record_ids))},
+            {"ids": ids},
         ).all()
+
+    def lock_leads(self, conn: Connection, record_ids: Sequence[str]) -> dict[str, dict]:
+        """Current canonical values of the mapped columns, the rows locked until commit."""
+        rows = self._lead_rows(conn, _json(list(record_ids)), lock=True)
         return {row[0]: self._canonical(row, 1) for row in rows}
 
-    def lock_states(
-        self, conn: Connection, record_ids: Sequence[str], lock: bool = True
-    ) -> dict[str, SyncState]:
+    def lock_states(self, conn: Connection, record_ids: Sequence[str]) -> dict[str, SyncState]:
+        """The sync states of `record_ids`, locked until commit (in key order, as the leads)."""
         rows = conn.execute(
             text(
                 "SELECT airtable_record_id, base_values, portal_change_counter, pushed_counter, "
                 "airtable_modified_at, last_pushed_values, echo_pending, deleted_at, "
                 "owned_write_counter, owned_reverted_counter, owned_write_columns "
                 "FROM reconcile.sync_state WHERE client = :c AND table_key = :t "
-                f"AND airtable_record_id = ANY({_IDS_ARRAY})"
-                + (" ORDER BY airtable_record_id FOR UPDATE" if lock else "")
+                f"AND airtable_record_id = ANY({_IDS_ARRAY}) "
+                "ORDER BY airtable_record_id FOR UPDATE"
             ),
             {"c": self.mapping.client, "t": self.mapping.name, "ids": _json(list(record_ids))},
         ).all()
@@ -272,14 +277,7 @@ class Repository:
         a nested loop: 1.7-1.8 s at 10k records, where these two with the conversion take
         0.1-0.3 s.)"""
         ids = _json(list(record_ids))
-        select_list = ", ".join([self.key_sql] + [_quote(c) for c in self._columns])
-        leads = conn.execute(
-            text(
-                f"SELECT {select_list} FROM {self.table_sql} "
-                f"WHERE {self.key_sql} = ANY({_IDS_ARRAY})"
-            ),
-            {"ids": ids},
-        ).all()
+        leads = self._lead_rows(conn, ids, lock=False)
         states = conn.execute(
             text(
                 "SELECT airtable_record_id, airtable_modified_at, deleted_at IS NOT NULL, "
@@ -290,10 +288,8 @@ class Repository:
         ).all()
         brief = {row[0]: StateBrief(row[1], row[2], row[3]) for row in states}
         stateless = StateBrief(None, None, None)
-        reads = [read for _, read in self._readers]
         return {
-            row[0]: (brief.get(row[0], stateless), tuple(map(call, reads, row[1:])))
-            for row in leads
+            row[0]: (brief.get(row[0], stateless), self._canonical_values(row, 1)) for row in leads
         }
 
     @property
