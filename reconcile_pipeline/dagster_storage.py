@@ -151,16 +151,20 @@ class RangeCheckEventLogStorage(PostgresEventLogStorage):
             if planned:
                 self._store_planned_materializations(planned)
 
+    def _insert_events(self, conn: Any, events: Sequence[Any]) -> list[int]:
+        """`events` inserted into the event log in one statement; their storage ids, in order."""
+        inserted = conn.execute(
+            self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id)
+        )
+        return [int(row[0]) for row in inserted.fetchall()]
+
     def _store_planned_check_evaluations(self, events: Sequence[Any]) -> None:
         """The checks' planned evaluations (every run plans each of its checks) in two
         statements: the events, then one planned execution per check and partition, as
         `SqlEventLogStorage._store_asset_check_evaluation_planned` writes them one event at a
         time (12 events, 36 statements, for a one-table client's run)."""
         with self.index_transaction() as conn:
-            inserted = conn.execute(
-                self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id)
-            )
-            event_ids = [int(row[0]) for row in inserted.fetchall()]
+            event_ids = self._insert_events(conn, events)
             executions = []
             for event, event_id in zip(events, event_ids, strict=True):
                 planned = event.dagster_event.event_specific_data
@@ -187,10 +191,7 @@ class RangeCheckEventLogStorage(PostgresEventLogStorage):
 
     def _store_planned_materializations(self, events: Sequence[Any]) -> None:
         with self.index_transaction() as conn:
-            inserted = conn.execute(
-                self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id)
-            )
-            event_ids = [int(row[0]) for row in inserted.fetchall()]
+            event_ids = self._insert_events(conn, events)
             last_by_asset = {
                 event.dagster_event.asset_key: (event, event_id)
                 for event, event_id in zip(events, event_ids, strict=True)
