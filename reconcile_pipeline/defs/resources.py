@@ -14,6 +14,7 @@ from reconcile_pipeline.defs.naming import BASE_TAG
 from reconcile_pipeline.engine.mapping import TableMapping
 from reconcile_pipeline.engine.repository import Repository
 from reconcile_pipeline.instance import current_worker
+from reconcile_pipeline.worker_gc import freeze_loaded_objects
 
 
 def _run_base(run: dg.DagsterRun | None) -> str | None:
@@ -86,6 +87,9 @@ class PostgresResource(dg.ConfigurableResource):
                 f"{head_revision()}: run `reconcile db upgrade` (with the same DATABASE_URL)."
             )
         if context.run_id is not None:  # a run, not a sensor or a script building resources
+            # What the process holds before its first step lives as long as it does: the
+            # garbage collector stops walking it (worker_gc.py).
+            freeze_loaded_objects()
             _tag_worker(context)
             self._hold_base(context, url)
 

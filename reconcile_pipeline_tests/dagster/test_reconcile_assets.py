@@ -377,3 +377,31 @@ def test_sweep_and_full_reconcile_jobs_run_tagged_with_the_base_and_repair_drift
         ).scalar_one()
     assert gone is True
     assert company != "Drifted"
+
+
+def test_the_first_run_of_a_process_takes_what_it_loaded_out_of_the_collector_s_walks(
+    emulator, resources, monkeypatch
+):
+    """Issue 15, goal 5 (`worker_gc.py`): the objects a worker holds when its first run sets up
+    its resources go to the permanent generation, which full collections skip; what later runs
+    create is collected as usual (the process freezes once)."""
+    import gc
+
+    from reconcile_pipeline import worker_gc
+
+    def collected(target: object) -> bool:
+        """Whether the cycle collector still walks `target` (it is in one of its generations)."""
+        return any(tracked is target for tracked in gc.get_objects())
+
+    monkeypatch.setattr(worker_gc, "_frozen", False)  # this test's process as a fresh worker
+    emulator.seed_records(BASE, TABLE, [lead_fields(i) for i in range(5)])
+    key = partition_key_for(dt.datetime.now(dt.UTC))
+    loaded = [{"held": "before the first run"}]
+    assert collected(loaded)
+
+    assert materialize(resources, partition_key=key).success
+    made_between = [{"held": "after the first run"}]
+    assert materialize(resources, partition_key=key).success
+
+    assert not collected(loaded)
+    assert collected(made_between)
