@@ -54,14 +54,19 @@ def echoes_marked_dirty(repo: Repository, run_id: str) -> Finding:
     """
     rows = _rows(
         repo,
-        "SELECT s.airtable_record_id AS record_id, s.portal_change_counter AS counter, "
-        "s.pushed_counter AS pushed, s.portal_changed_xid::text AS transaction "
-        "FROM reconcile.sync_state s JOIN reconcile.runs r ON r.client = s.client "
-        "AND r.table_key = s.table_key "
+        # The dirty states first, through their partial index (few, in steady state). Asked
+        # for the first 100 by record id directly, the planner walked the primary key in order,
+        # expecting a third of the states to be dirty (its guess for a comparison of two
+        # columns), and read every state when none was: 0.06 s at 100k leads, against 0.3 ms.
+        "WITH dirty AS MATERIALIZED (SELECT airtable_record_id, portal_change_counter, "
+        "pushed_counter, portal_changed_xid FROM reconcile.sync_state "
+        "WHERE client = :c AND table_key = :t AND portal_change_counter > pushed_counter) "
+        "SELECT d.airtable_record_id AS record_id, d.portal_change_counter AS counter, "
+        "d.pushed_counter AS pushed, d.portal_changed_xid::text AS transaction "
+        "FROM dirty d JOIN reconcile.runs r ON r.client = :c AND r.table_key = :t "
         "AND r.run_id = :run AND r.stage = 'pull' "
-        "WHERE s.client = :c AND s.table_key = :t AND s.portal_change_counter > s.pushed_counter "
-        "AND s.portal_changed_xid::text = ANY(r.transaction_ids) "
-        "ORDER BY s.airtable_record_id LIMIT 100",
+        "WHERE d.portal_changed_xid::text = ANY(r.transaction_ids) "
+        "ORDER BY d.airtable_record_id LIMIT 100",
         {"c": repo.mapping.client, "t": repo.mapping.name, "run": run_id},
     )
     return _offenders(
