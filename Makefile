@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/many_clients.py
 	$(BIN)/python benchmarks/console_pages.py
 	$(BIN)/python benchmarks/full_reconcile_memory.py
+	$(BIN)/python benchmarks/idle_by_base_size.py
 
 # Mutation testing of reconcile_pipeline/engine/ and defs/checks.py (mutmut; not part of test or
 # CI). Narrow it with MUTATE=reconcile_pipeline/engine/merge.py (files, folders or mutmut name

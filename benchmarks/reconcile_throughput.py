@@ -954,7 +954,10 @@ def cli_sync_now(emulator) -> tuple[float, int]:
 # ----- main ------------------------------------------------------------------------------------
 
 
-def run(args) -> None:
+def run(args, measure_with: Callable[..., None] | None = None) -> None:
+    """Set up a deployment in steady state (a temporary home, the emulator in a process of its
+    own, embedded PostgreSQL) and hand it to `measure_with(args, scenarios, bench)` (this
+    benchmark's `measure` by default; `idle_by_base_size.py` brings its own)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _emulator_process import emulator_process
 
@@ -1018,7 +1021,7 @@ def run(args) -> None:
                 EVENT_BATCH_SIZE_ENV: DEFAULT_EVENT_BATCH_SIZE,
             }
             with environment(env):
-                measure(args, scenarios, set_up(args, home, emulator, app_url))
+                (measure_with or measure)(args, scenarios, set_up(args, home, emulator, app_url))
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
