@@ -232,6 +232,28 @@ def test_merging_starts_before_the_listing_ends(emulator, client, repo, monkeypa
     assert (result.inserted, lead_count(repo.engine)) == (350, 350)
 
 
+def test_a_paced_burst_of_pages_is_merged_whole_and_a_pause_ends_the_batch():
+    """The pages of one paced burst arrive milliseconds apart, then the pacer pauses: the
+    merge takes the burst whole (at most `batch_pages` pages), never its first page while the
+    rest are still being requested. (Gaps scaled up fifty-fold, so that a slow machine's
+    scheduling cannot split a burst.)"""
+    from reconcile_pipeline.engine.stages import PageStream
+
+    burst_gap = 0.5
+
+    def paced_pages() -> Iterator[list[dict]]:
+        for burst in ([1, 2, 3, 4, 5, 6, 7], [8, 9]):
+            for n in burst:
+                time.sleep(burst_gap / 50)  # a request's round trip
+                yield [{"page": n}]
+            time.sleep(burst_gap * 3)  # the pacer's pause before the next burst
+
+    with PageStream(paced_pages(), batch_pages=5, burst_gap_seconds=burst_gap) as stream:
+        batches = [[page[0]["page"] for page in batch] for batch in stream.batches()]
+
+    assert batches == [[1, 2, 3, 4, 5], [6, 7], [8, 9]]
+
+
 def test_an_airtable_failure_on_a_later_page_keeps_the_mark_and_the_next_run_recovers(
     emulator, client, repo
 ):
