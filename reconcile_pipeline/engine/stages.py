@@ -35,10 +35,10 @@ logger = logging.getLogger(__name__)
 STREAM_BATCH_PAGES = 5
 # Pages arriving within this of each other belong to one burst of the paced listing (at 5
 # requests/s, five pages a few milliseconds apart, then a pause of most of a second): the merge
-# waits for the burst's last page, or this long, before it starts. Merging the burst's first
-# page while the rest were fetched slowed those requests (the merge holds the interpreter), and
-# the pacer carries each request's answer time over to the request five later: the first
-# burst's stretch, 100 ms instead of 20, reached the listing's last answer.
+# waits for the burst's last page, or this long, before it starts. Merging a burst's first
+# page while the rest were requested slowed those requests (the merge holds the interpreter);
+# the run waits on the last burst's: at 10k records its five pages took 81 ms instead of 22,
+# and the listing 0.25 s beyond its pacing floor instead of 0.18.
 BURST_GAP_SECONDS = 0.05
 
 # Given a part of the pull's raw records before they are converted: the mapping to convert it
