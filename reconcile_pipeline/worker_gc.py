@@ -3,16 +3,16 @@
 CPython's full collection (its oldest generation) walks every container object the process
 tracks. Before a run's first step a worker already holds some 170,000 of them (the modules, the
 code location's definitions, Dagster's instance and the run's plan), all alive until the process
-ends. The pull's records trigger a full collection now and then, and walking those objects made
-each one cost 0.12 s; in the pull-only benchmark one fell after Airtable's last answer in every
-run, while the checks ran (issue 15, goal 5).
+ends. A pull's records trigger a full collection now and then, and walking those objects made
+each one cost 0.12-0.16 s; in 3 of 6 pull-only runs of 10k records measured, one fell after
+Airtable's last answer, where the run waits on it (issue 15, goal 5).
 
 `freeze_loaded_objects` moves everything tracked at that moment to the permanent generation
 (`gc.freeze`), once per process: later collections skip it. It changes what the cycle collector
 looks at, nothing else: an object whose last reference goes is freed as before, frozen or not.
 Only a reference cycle that is already garbage at the freeze (import-time leftovers, once per
-process) is never collected. The collection that would reclaim those first is skipped on
-purpose: it costs the run the same 0.05-0.1 s the freeze saves it.
+process) is never collected. The full collection that would reclaim those first is skipped on
+purpose: it would cost every run process 0.05-0.07 s, half of what the freeze saves a 10k run.
 """
 
 import gc
