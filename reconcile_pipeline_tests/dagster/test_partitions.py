@@ -130,14 +130,25 @@ def test_a_fresh_start_has_a_days_worth_of_partitions_not_months(tmp_path: Path)
 
 
 def test_the_variable_is_read_when_the_code_location_loads(tmp_path: Path) -> None:
-    start = (datetime.now(UTC) - timedelta(days=2)).replace(hour=6, minute=30)
+    # 06:30 two days ago: between 1.7 and 2.3 days of windows, whatever the time of day.
+    start = (datetime.now(UTC) - timedelta(days=2)).replace(
+        hour=6, minute=30, second=0, microsecond=0
+    )
+    first_window = start.replace(minute=20)  # 06:30 is inside the 06:20 window
 
+    def windows_since_first(moment: datetime) -> int:
+        return (moment - first_window) // timedelta(minutes=20)
+
+    before = datetime.now(UTC)
     done = load_partitions(tmp_path, start.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    after = datetime.now(UTC)
 
     assert done.returncode == 0, done.stderr
     first, count = done.stdout.split()
     assert first == start.strftime("%Y-%m-%d-06:20")  # moved back to its window's start
-    assert 2 * 72 < int(count) <= 3 * 72 + 2
+    # Every window from the first to now (the one in progress counted or not): the variable's
+    # start, not the default's (a day) or an older deployment's.
+    assert windows_since_first(before) <= int(count) <= windows_since_first(after) + 1
 
 
 @pytest.mark.parametrize("value", ["last tuesday", "2026-13-01", "2999-01-01"])
