@@ -100,6 +100,9 @@ def test_no_echo_marked_dirty_fails_when_the_capture_trigger_ignores_the_origin_
     assert evaluation(result, "no_echo_marked_dirty").blocking is True
     assert result.success is False  # a failed blocking check fails the run (and alerts)
     assert metadata["count"] == 1
+    assert evaluation(result, "no_echo_marked_dirty").description == (
+        "1 leads were marked dirty by the reconciler's own writes (loop)"
+    )
     (row,) = offenders(metadata)
     assert row["record_id"] == ids[0]
     with engine.connect() as conn:
@@ -119,6 +122,9 @@ def test_no_echo_marked_dirty_fails_when_the_capture_trigger_ignores_the_origin_
     # The trigger repaired: the next run's merge marks nothing, the check passes, the push runs.
     again = materialize(resources)
     passed(again, "no_echo_marked_dirty")
+    assert evaluation(again, "no_echo_marked_dirty").description == (
+        "no pulled echo marked a lead dirty"
+    )
     assert "airtable_push_results" in materialized(again)
     assert all(passed_checks(again).values()), passed_checks(again)
 

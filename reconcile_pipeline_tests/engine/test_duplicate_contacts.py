@@ -3,6 +3,7 @@ or a phone (any formatting) are reported with their sorted ids; soft-deleted lea
 a portal row with no sync state is. A randomised table is checked against a plain Python
 reading of the same rows."""
 
+import dataclasses
 import datetime as dt
 import random
 import re
@@ -10,9 +11,11 @@ import re
 from sqlalchemy import text
 
 from reconcile_pipeline.engine import invariants
+from reconcile_pipeline.engine.repository import Repository
 from reconcile_pipeline_tests.engine.conftest import BASE, TABLE
 from reconcile_pipeline_tests.engine.test_end_to_end import LEAD, portal_write
 from reconcile_pipeline_tests.engine.test_trust import now, run_window
+from reconcile_pipeline_tests.mappings import LEADS_MAPPING
 
 
 def _pull_all(emulator, repo, client, leads: list[dict]) -> list[str]:
@@ -66,6 +69,9 @@ def test_shared_contacts_are_reported_among_live_leads_only(emulator, engine, cl
         ("email", "shared@example.com"): sorted([a, b]),
         ("phone", "+15550100000"): sorted([c, d, e]),
     }
+    assert invariants.duplicate_contacts(repo).summary == (
+        "2 e-mails/phones are shared by several live leads"
+    )
 
     _soft_delete(engine, e)  # deleted in Airtable: no longer a live lead
     _portal_only_lead(engine, "recPortalOnly0001", "SHARED@example.com")  # no sync state: live
@@ -76,8 +82,54 @@ def test_shared_contacts_are_reported_among_live_leads_only(emulator, engine, cl
 
     _soft_delete(engine, a, b, d)  # one live holder left of each: nothing shared
     finding = invariants.duplicate_contacts(repo)
-    assert finding.passed and finding.count == 0
+    assert (finding.passed, finding.count) == (True, 0)
+    assert finding.summary == "no live leads share an e-mail or phone"
     assert lone  # a lead sharing nothing is never reported
+
+
+def test_on_a_table_clients_share_only_the_client_s_own_rows_count(emulator, engine, client):
+    """A portal table several clients share (a client column): an e-mail held once by each of
+    two clients is no duplicate; twice within one client is, for that client only."""
+    acme, globex = (
+        dataclasses.replace(
+            LEADS_MAPPING,
+            fields=tuple(f for f in LEADS_MAPPING.fields if f.column != "client_id"),
+            client_column="client_id",
+            client_value=value,
+        )
+        for value in ("acme", "globex")
+    )
+    repo = Repository(engine, acme)
+    repo.register_tracked_columns()
+    ids = _pull_all(emulator, repo, client, [{"Email": "one@example.com"}])
+    with engine.begin() as conn:
+        for record_id, client_id in (("recGlobexOne00001", "globex"), ("recAcmeTwo000001", "acme")):
+            conn.execute(
+                text(
+                    "INSERT INTO leads (airtable_record_id, email, client_id) "
+                    "VALUES (:r, 'one@example.com', :c)"
+                ),
+                {"r": record_id, "c": client_id},
+            )
+
+    assert _reported(repo) == {("email", "one@example.com"): sorted([ids[0], "recAcmeTwo000001"])}
+    assert invariants.duplicate_contacts(Repository(engine, globex)).passed
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM leads WHERE airtable_record_id = 'recAcmeTwo000001'"))
+    # Held once by each client: nothing shared within either.
+    assert invariants.duplicate_contacts(repo).passed
+
+
+def test_a_mapping_without_an_e_mail_or_phone_column_has_nothing_to_compare(engine):
+    without_contacts = dataclasses.replace(
+        LEADS_MAPPING,
+        fields=tuple(f for f in LEADS_MAPPING.fields if f.column not in ("email", "phone")),
+    )
+
+    finding = invariants.duplicate_contacts(Repository(engine, without_contacts))
+
+    assert (finding.passed, finding.count) == (True, 0)
+    assert finding.summary == "no e-mail or phone column is mapped"
 
 
 def test_the_check_agrees_with_a_plain_reading_of_a_random_table(emulator, engine, client, repo):
