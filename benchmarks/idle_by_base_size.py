@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reconcile_throughput as throughput  # noqa: E402
+from full_reconcile_memory import least_squares  # noqa: E402
 
 DEFAULT_SIZES = (20_000, 50_000, 100_000)
 QUICK_SIZES = (2_000, 5_000, 10_000)
@@ -131,15 +132,6 @@ def measure_size(records: int, runs: int, clock: WholeTableClock) -> IdleFigures
     return found[0]
 
 
-def least_squares(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """(slope, intercept) of y over x."""
-    mean_x = statistics.fmean(x for x, _ in points)
-    mean_y = statistics.fmean(y for _, y in points)
-    spread = sum((x - mean_x) ** 2 for x, _ in points)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
-    return slope, mean_y - slope * mean_x
-
-
 def print_results(results: list[IdleFigures], runs: int) -> None:
     target = throughput.IDLE_BEYOND_TARGET
     print(
@@ -165,12 +157,10 @@ def print_results(results: list[IdleFigures], runs: int) -> None:
         )
         for r in results
     ]
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
-    for line in (header, tuple("-" * w for w in widths), *rows):
-        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)))
+    throughput.print_table(rows, header)
     if len(results) > 1:
-        slope, intercept = least_squares([(r.records, r.beyond) for r in results])
-        checks, _ = least_squares([(r.records, r.whole_table) for r in results])
+        intercept, slope = least_squares([(r.records, r.beyond) for r in results])
+        _, checks = least_squares([(r.records, r.whole_table) for r in results])
         print(
             f"\nbeyond the request: {intercept:.2f} s + {slope * PER:.3f} s per {PER:,} records "
             f"(least squares), of which the whole-table checks {checks * PER:.3f} s per {PER:,}"

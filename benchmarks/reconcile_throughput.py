@@ -746,15 +746,18 @@ def request_text(m: Measured) -> str:
     return " + ".join(parts) or "0"
 
 
-def print_table(rows: list[tuple]) -> None:
-    header = (
-        "scenario",
-        "path",
-        "requests (measured / floor)",
-        "wall (measured / floor)",
-        "ratio",
-        "target (issue 15)",
-    )
+SCENARIO_HEADER = (
+    "scenario",
+    "path",
+    "requests (measured / floor)",
+    "wall (measured / floor)",
+    "ratio",
+    "target (issue 15)",
+)
+
+
+def print_table(rows: list[tuple], header: tuple[str, ...] = SCENARIO_HEADER) -> None:
+    """`rows` under `header`, each column as wide as its widest cell."""
     table = [header, *rows]
     widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
     for n, row in enumerate(table):
